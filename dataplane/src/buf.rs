@@ -1,0 +1,1 @@
+//! Packet buffers: a pool of fixed-size buffers with headroom (mbuf-like).

@@ -1,0 +1,1 @@
+//! Ports: a NIC queue behind a small burst interface.
