@@ -1,0 +1,3 @@
+//! Applications shipped with holdfast for the `app` ack policy.
+
+pub mod ingest;
