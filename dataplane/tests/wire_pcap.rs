@@ -19,7 +19,7 @@ fn pcap_frames(file: &[u8]) -> Vec<&[u8]> {
         other => panic!("not a classic pcap file: magic {other:02x?}"),
     };
     let u32_at = |at: usize| {
-        let b: [u8; 4] = file[at..at + 4].try_into().unwrap();
+        let b = [file[at], file[at + 1], file[at + 2], file[at + 3]];
         if big_endian {
             u32::from_be_bytes(b)
         } else {
