@@ -10,6 +10,7 @@
 //! `unsafe` is denied crate-wide and allowed only in the port backends that talk to the kernel.
 
 pub mod buf;
+pub mod flow;
 pub mod gate;
 pub mod port;
 pub mod tcp;
