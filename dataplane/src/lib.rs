@@ -11,6 +11,8 @@
 
 pub mod app;
 pub mod buf;
+pub mod flow;
+pub mod gate;
 pub mod port;
 pub mod tcp;
 pub mod time;
