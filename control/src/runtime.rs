@@ -7,19 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// What one call of a loop body did, and when it wants to be called again at the latest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepOutcome {
-    /// Packets, messages or timers handled; zero means the call found nothing to do.
-    pub work: usize,
-    /// The next time the body has something to do by itself (a timer), or [`Instant::FAR_FUTURE`].
-    pub next_deadline: Instant,
-}
-
-/// A protocol core's loop body (or any other box part) that a runtime or a simulator drives.
-pub trait Steppable {
-    fn step(&mut self, now: Instant) -> StepOutcome;
-}
+pub use dataplane::step::{StepOutcome, Steppable};
 
 /// How a core waits when it has nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

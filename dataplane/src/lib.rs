@@ -14,6 +14,8 @@ pub mod buf;
 pub mod flow;
 pub mod gate;
 pub mod port;
+pub mod proxy;
+pub mod step;
 pub mod tcp;
 pub mod time;
 pub mod wire;

@@ -1,0 +1,105 @@
+//! A core's side of its port: receive bursts, build frames into pool buffers, transmit in bursts, and count
+//! every frame that is dropped and why. Shared by both protocol cores.
+
+use crate::buf::PacketBuf;
+use crate::port::Port;
+use crate::time::Instant;
+use crate::wire::{BuildError, FrameError};
+use std::collections::BTreeMap;
+
+/// Frame counters of one core's port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoStats {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    /// Frames built but not taken by a full transmit ring (TCP retransmits them).
+    pub tx_ring_full: u64,
+    /// No buffer in the pool to build a frame in.
+    pub alloc_failed: u64,
+    /// A frame did not fit the buffer (a bug or a misconfigured MTU; never a crash).
+    pub build_failed: u64,
+    /// Received frames that did not parse, by the parser's reason.
+    pub bad_frames: BTreeMap<&'static str, u64>,
+}
+
+impl IoStats {
+    pub fn count_bad(&mut self, e: FrameError) {
+        *self.bad_frames.entry(e.as_str()).or_insert(0) += 1;
+    }
+
+    pub fn bad_total(&self) -> u64 {
+        self.bad_frames.values().sum()
+    }
+}
+
+/// One core's port with its receive and transmit batches.
+#[derive(Debug)]
+pub struct NetIo<P> {
+    pub port: P,
+    rx: Vec<PacketBuf>,
+    tx: Vec<PacketBuf>,
+    burst: usize,
+    pub stats: IoStats,
+}
+
+impl<P: Port> NetIo<P> {
+    pub fn new(port: P, burst: usize) -> Self {
+        let burst = burst.clamp(1, 1024);
+        NetIo { port, rx: Vec::with_capacity(burst), tx: Vec::with_capacity(burst), burst, stats: IoStats::default() }
+    }
+
+    /// Receives one burst; the caller hands the vector back with [`NetIo::recycle`] when done with it.
+    pub fn recv_burst(&mut self, now: Instant) -> Vec<PacketBuf> {
+        let mut rx = std::mem::take(&mut self.rx);
+        let n = self.port.recv(now, &mut rx, self.burst);
+        self.stats.rx_frames += n as u64;
+        rx
+    }
+
+    /// Takes back a burst vector (its buffers go back to their pool as they drop).
+    pub fn recycle(&mut self, mut rx: Vec<PacketBuf>) {
+        rx.clear();
+        self.rx = rx;
+    }
+
+    /// Builds a frame with `build` (which returns the frame's length) and queues it for transmission.
+    pub fn emit(&mut self, now: Instant, build: impl FnOnce(&mut [u8]) -> Result<usize, BuildError>) -> bool {
+        let Some(mut buf) = self.port.alloc() else {
+            self.stats.alloc_failed += 1;
+            return false;
+        };
+        let Ok(len) = build(buf.spare_mut()) else {
+            self.stats.build_failed += 1;
+            return false;
+        };
+        if buf.commit(len).is_err() {
+            self.stats.build_failed += 1;
+            return false;
+        }
+        self.tx.push(buf);
+        if self.tx.len() >= self.burst {
+            self.flush(now);
+        }
+        true
+    }
+
+    /// Transmits what is queued. Frames the ring does not take are dropped and counted: every frame this
+    /// module sends is either retransmitted by TCP or answered again by the peer's own retry.
+    pub fn flush(&mut self, now: Instant) -> usize {
+        if self.tx.is_empty() {
+            return 0;
+        }
+        let sent = self.port.send(now, &mut self.tx);
+        self.stats.tx_frames += sent as u64;
+        if !self.tx.is_empty() {
+            self.stats.tx_ring_full += self.tx.len() as u64;
+            self.tx.clear();
+        }
+        sent
+    }
+
+    /// When the port has something to deliver by itself (an in-memory link with delayed frames).
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.port.poll_at()
+    }
+}
