@@ -9,6 +9,7 @@
 //!
 //! `unsafe` is denied crate-wide and allowed only in the port backends that talk to the kernel.
 
+pub mod balance;
 pub mod buf;
 pub mod flow;
 pub mod gate;
