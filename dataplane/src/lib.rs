@@ -13,6 +13,7 @@ pub mod balance;
 pub mod buf;
 pub mod flow;
 pub mod gate;
+pub mod neigh;
 pub mod port;
 pub mod tcp;
 pub mod time;
