@@ -10,9 +10,11 @@
 //! `unsafe` is denied crate-wide and allowed only in the port backends that talk to the kernel.
 
 pub mod app;
+pub mod balance;
 pub mod buf;
 pub mod flow;
 pub mod gate;
+pub mod neigh;
 pub mod port;
 pub mod proxy;
 pub mod step;
