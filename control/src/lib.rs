@@ -3,3 +3,4 @@
 //! `holdfast` (daemon and demo) and `holdfastctl` (control client).
 pub mod apps;
 pub mod runtime;
+pub mod sim;

@@ -8,7 +8,7 @@
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
 use super::timers::TimerQueue;
-use super::{offset_at, seq_at, ProxyConfig};
+use super::{offset_at, segment_error_name, seq_at, ProxyConfig};
 use crate::app::{Accepted, AppEvent, Application};
 use crate::balance::{BackendId, Pool, DEFAULT_TABLE_SIZE};
 use crate::flow::{ClientKey, FlowId, FlowTable, InsertError};
@@ -63,18 +63,6 @@ fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
     *map.entry(what).or_insert(0) += 1;
 }
 
-fn segment_error_name(e: SegmentError) -> &'static str {
-    match e {
-        SegmentError::Closed => "closed",
-        SegmentError::OutOfWindow => "out_of_window",
-        SegmentError::Paws => "paws",
-        SegmentError::Challenged => "challenged",
-        SegmentError::BadAck => "bad_ack",
-        SegmentError::NoAck => "no_ack",
-        SegmentError::Handshake => "handshake",
-        SegmentError::TimeWaitSyn => "time_wait_syn",
-    }
-}
 
 enum Phase {
     /// The SYN waits for core B to connect to the backend.
@@ -154,6 +142,8 @@ pub enum CoreError {
     Snat(#[from] crate::flow::SnatError),
     #[error("health checks: {0}")]
     Health(#[from] crate::balance::HealthError),
+    #[error("server_net is not a valid IPv4 subnet")]
+    Subnet,
 }
 
 impl<P: Port> ClientCore<P> {
@@ -783,7 +773,7 @@ impl<P: Port> Steppable for ClientCore<P> {
         }
 
         while let Some((slot, generation, at)) = self.timers.pop_due(now) {
-            let Some(id) = self.flows.id_at(slot, generation) else { continue };
+            let id = FlowId::from_u64((u64::from(generation) << 32) | u64::from(slot));
             let Some(f) = self.flows.get_mut(id) else { continue };
             if f.timer != at {
                 continue;
@@ -810,7 +800,13 @@ impl<P: Port> Steppable for ClientCore<P> {
         dirty.clear();
         self.dirty = dirty;
 
-        let expired = self.flows.expire(now, 64, |_, _, _| {});
+        // The backstop for flows nothing else ended (the engines' own idle timeouts normally do).
+        let outbox = &mut self.outbox;
+        let expired = self.flows.expire(now, 64, |_, _, f| {
+            if let Some(server) = f.server {
+                outbox.push_back(ToServer::Abort { server });
+            }
+        });
         self.stats.flows_closed += expired as u64;
 
         self.io.flush(now);

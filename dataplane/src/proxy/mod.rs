@@ -20,7 +20,7 @@ mod netio;
 mod server;
 pub mod timers;
 
-pub use client::{ClientCore, ClientStats};
+pub use client::{ClientCore, ClientStats, CoreError};
 pub use netio::{IoStats, NetIo};
 pub use server::{ServerCore, ServerStats};
 
@@ -90,6 +90,21 @@ impl ProxyConfig {
     /// The listener on VIP port `port`.
     pub fn listener(&self, port: u16) -> Option<(u16, &ListenerConfig)> {
         self.listeners.iter().enumerate().find(|(_, l)| l.port == port).map(|(i, l)| (i as u16, l))
+    }
+}
+
+/// A stable name for each reason an engine refuses a segment, for counters.
+pub(crate) fn segment_error_name(e: crate::tcp::SegmentError) -> &'static str {
+    use crate::tcp::SegmentError;
+    match e {
+        SegmentError::Closed => "closed",
+        SegmentError::OutOfWindow => "out_of_window",
+        SegmentError::Paws => "paws",
+        SegmentError::Challenged => "challenged",
+        SegmentError::BadAck => "bad_ack",
+        SegmentError::NoAck => "no_ack",
+        SegmentError::Handshake => "handshake",
+        SegmentError::TimeWaitSyn => "time_wait_syn",
     }
 }
 

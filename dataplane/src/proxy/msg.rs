@@ -8,6 +8,7 @@
 //! Flow ids: messages to B name B's flow (`server`), except `Open`, which carries A's; messages to A name
 //! A's flow. A stale id (the flow is gone) is counted and ignored, since ids carry a generation.
 
+use crate::balance::BackendId;
 use crate::gate::AckPolicy;
 use std::net::SocketAddrV4;
 
@@ -52,6 +53,8 @@ pub enum ToClient {
     Fin { client_flow: u64 },
     /// The server side is gone: reset the client side.
     Abort { client_flow: u64 },
+    /// A health check moved a backend of a listener's pool down or up (existing flows are unaffected).
+    BackendHealth { listener: u16, backend: BackendId, healthy: bool },
 }
 
 /// How big a chunk one message carries at most: a few segments, so one message is a few copies' work.

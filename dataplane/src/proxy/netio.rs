@@ -68,14 +68,16 @@ impl<P: Port> NetIo<P> {
             self.stats.alloc_failed += 1;
             return false;
         };
-        let Ok(len) = build(buf.spare_mut()) else {
+        let room = buf.tailroom();
+        let built = match buf.append(room) {
+            Ok(space) => build(space),
+            Err(_) => Err(BuildError::BufferTooSmall),
+        };
+        let Ok(len) = built else {
             self.stats.build_failed += 1;
             return false;
         };
-        if buf.commit(len).is_err() {
-            self.stats.build_failed += 1;
-            return false;
-        }
+        buf.truncate(len);
         self.tx.push(buf);
         if self.tx.len() >= self.burst {
             self.flush(now);
@@ -99,7 +101,7 @@ impl<P: Port> NetIo<P> {
     }
 
     /// When the port has something to deliver by itself (an in-memory link with delayed frames).
-    pub fn poll_at(&self) -> Option<Instant> {
+    pub fn poll_at(&mut self) -> Option<Instant> {
         self.port.poll_at()
     }
 }
