@@ -2,7 +2,7 @@
 //! mode. Everything interesting happens in [`Steppable::step`], which is a plain function of the state and
 //! the time; this module only decides when to call it again.
 
-use dataplane::time::{Clock, Duration, Instant, MonotonicClock};
+use dataplane::time::{Clock, Duration, MonotonicClock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -137,6 +137,7 @@ pub fn run_loop<B: Steppable>(body: &mut B, clock: &impl Clock, mode: PollMode, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataplane::time::Instant;
     use std::sync::atomic::AtomicUsize;
 
     struct Counter {

@@ -244,6 +244,19 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         }
     }
 
+    if std::env::var_os("HOLDFAST_SIM_DEBUG").is_some() {
+        eprint!("{}{}", core_a.debug_flows(), core_b.debug_flows());
+        for c in clients.iter() {
+            for conn in &c.conns {
+                let s = c.host.sockets.get::<smoltcp::socket::tcp::Socket>(conn.handle);
+                eprintln!(
+                    "client {} {:?} written={} acked={} echo_good={} sendq={} recvq={}",
+                    conn.local_port, s.state(), conn.written, conn.acked, conn.echo.report().good, s.send_queue(), s.recv_queue()
+                );
+            }
+        }
+        eprintln!("backend: {}", backend.debug());
+    }
     let conns: Vec<&smol::ClientConn> = clients.iter().flat_map(|h| h.conns.iter()).collect();
     let header = stream::HEADER_LEN as u64;
     let bytes_sent: u64 = conns.iter().map(|c| c.written.saturating_sub(header)).sum();

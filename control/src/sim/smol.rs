@@ -4,6 +4,9 @@
 //! and streams checksummed data, verifying the echo; [`BackendHost`] accepts connections, verifies each
 //! stream as it arrives and echoes it back.
 
+// smoltcp's Interface and SocketSet have no Debug, so neither do the hosts built on them.
+#![allow(missing_debug_implementations)]
+
 use super::stream::{StreamReader, StreamWriter};
 use dataplane::buf::PacketBuf;
 use dataplane::port::Port;
@@ -366,6 +369,20 @@ impl<P: Port> BackendHost<P> {
             self.add_listener();
         }
         work
+    }
+
+    pub fn debug(&self) -> String {
+        let mut out = String::new();
+        for c in &self.conns {
+            let s = self.host.sockets.get::<tcp::Socket>(c.handle);
+            if c.received > 0 || s.state() != tcp::State::Listen {
+                out.push_str(&format!(
+                    "[{:?} received={} echo_pending={} sendq={} recvq={} {:?}] ",
+                    s.state(), c.received, c.echo.len(), s.send_queue(), s.recv_queue(), c.reader.report()
+                ));
+            }
+        }
+        out
     }
 
     /// Reports of the streams still open at the backend.

@@ -19,7 +19,7 @@ use crate::tcp::{self, Connection, Event, SegmentError, State};
 use crate::time::Instant;
 use crate::wire::{
     build_arp_frame, build_icmp_frame, build_tcp_frame, parse_frame_with, ArpOperation, ArpRepr,
-    EthernetAddress, FrameHeader, FramePayload, Icmpv4Repr, Ipv4Address, Ipv4Payload, TcpFlags, TcpOptions,
+    EthernetAddress, FrameHeader, FramePayload, Ipv4Address, Ipv4Payload, TcpFlags, TcpOptions,
     TcpRepr,
 };
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -141,7 +141,7 @@ pub enum CoreError {
     #[error("snat ports: {0}")]
     Snat(#[from] crate::flow::SnatError),
     #[error("health checks: {0}")]
-    Health(#[from] crate::balance::HealthError),
+    Health(#[from] crate::balance::health::HealthError),
     #[error("server_net is not a valid IPv4 subnet")]
     Subnet,
 }
@@ -220,6 +220,33 @@ impl<P: Port> ClientCore<P> {
     /// The port, for statistics of the backend.
     pub fn port(&self) -> &P {
         &self.io.port
+    }
+
+    /// One line per flow with its relay and engine state, for debugging a stuck flow.
+    pub fn debug_flows(&self) -> String {
+        let mut out = String::new();
+        for (id, key, f) in self.flows.iter() {
+            let conn = match &f.phase {
+                Phase::Open(c) => format!(
+                    "{:?} snd_una={} snd_max={} rcv_nxt={} ack_sent={} limit={:?} recv_avail={} sendq={} counters={:?}",
+                    c.state(),
+                    c.snd_una(),
+                    c.snd_max(),
+                    c.rcv_nxt(),
+                    c.ack_sent(),
+                    c.ack_limit(),
+                    c.recv_available(),
+                    c.send_queue_len(),
+                    c.counters()
+                ),
+                Phase::Pending { .. } => "pending".into(),
+            };
+            out.push_str(&format!(
+                "A {:?} {} c2s_sent={} c2s_done={} s2c_backlog={} s2c_told={} fin_fwd={} s2c_fin={} timer={:?} | {}\n",
+                id, key.client, f.c2s_sent, f.c2s_done, f.s2c_backlog.len(), f.s2c_acked_told, f.fin_forwarded, f.s2c_fin, f.timer, conn
+            ));
+        }
+        out
     }
 
     fn mark(&mut self, id: FlowId) {
@@ -387,7 +414,7 @@ impl<P: Port> ClientCore<P> {
                 self.stats.table_full += 1;
                 return;
             }
-            Err(InsertError::Exists) => {
+            Err(InsertError::Exists(_)) => {
                 self.stats.pending_drops += 1;
                 return;
             }

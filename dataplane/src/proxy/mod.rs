@@ -24,7 +24,8 @@ pub use client::{ClientCore, ClientStats, CoreError};
 pub use netio::{IoStats, NetIo};
 pub use server::{ServerCore, ServerStats};
 
-use crate::balance::{Algorithm, HealthParams};
+use crate::balance::health::HealthParams;
+use crate::balance::Algorithm;
 use crate::gate::AckPolicy;
 use crate::time::Duration;
 use crate::wire::{ChecksumMode, EthernetAddress};

@@ -9,13 +9,13 @@ use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
 use super::timers::TimerQueue;
 use super::{offset_at, segment_error_name, seq_at, ProxyConfig};
-use crate::balance::{HealthAction, HealthChecker, HealthEvent, Reply};
+use crate::balance::health::{HealthAction, HealthChecker, HealthEvent, Reply};
 use crate::flow::{FlowId, FlowTable, ServerKey, SnatPorts};
 use crate::gate::{AckGate, AckPolicy};
 use crate::neigh::{Lookup, NeighCache, NeighConfig, Resolved, Subnet};
 use crate::port::Port;
 use crate::step::{StepOutcome, Steppable};
-use crate::tcp::{self, Connection, Event, SegmentError, State};
+use crate::tcp::{self, Connection, Event, State};
 use crate::time::Instant;
 use crate::wire::{
     build_arp_frame, build_icmp_frame, build_tcp_frame, parse_frame_with, ArpOperation, ArpRepr,
@@ -166,6 +166,20 @@ impl<P: Port> ServerCore<P> {
 
     pub fn port(&self) -> &P {
         &self.io.port
+    }
+
+    /// One line per flow with its relay and engine state, for debugging a stuck flow.
+    pub fn debug_flows(&self) -> String {
+        let mut out = String::new();
+        for (id, key, f) in self.flows.iter() {
+            let c = &f.conn;
+            out.push_str(&format!(
+                "B {:?} {}:{} s2c_sent={} s2c_done={} c2s_backlog={} c2s_told={} fin_fwd={} c2s_fin={} timer={:?} | {:?} snd_una={} snd_max={} rcv_nxt={} ack_sent={} limit={:?} recv_avail={} sendq={} counters={:?}\n",
+                id, key.backend, key.snat_port, f.s2c_sent, f.s2c_done, f.c2s_backlog.len(), f.c2s_acked_told, f.fin_forwarded, f.c2s_fin, f.timer,
+                c.state(), c.snd_una(), c.snd_max(), c.rcv_nxt(), c.ack_sent(), c.ack_limit(), c.recv_available(), c.send_queue_len(), c.counters()
+            ));
+        }
+        out
     }
 
     fn mark(&mut self, id: FlowId) {
