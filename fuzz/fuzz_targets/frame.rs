@@ -51,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
             let FramePayload::Ipv4 { ip: ip2, l4: l4_again, .. } = again.payload else {
                 panic!("rebuilt frame is not IPv4")
             };
-            assert_eq!((ip2.src_addr, ip2.dst_addr, ip2.protocol, ip2.ttl), (ip.src_addr, ip.dst_addr, ip.protocol, ip.ttl));
+            assert_eq!(
+                (ip2.src_addr, ip2.dst_addr, ip2.protocol, ip2.ttl),
+                (ip.src_addr, ip.dst_addr, ip.protocol, ip.ttl)
+            );
             match (l4, l4_again) {
                 (Ipv4Payload::Tcp(a), Ipv4Payload::Tcp(b)) => {
                     assert_eq!(b, TcpRepr { options: expected_after_emit(&a.options), ..a })
