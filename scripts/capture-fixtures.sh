@@ -38,8 +38,8 @@ ip -n "$B" link set lo up
 ip -n "$A" link set hfw-a0 up
 ip -n "$B" link set hfw-b0 up
 
-# Drop the 2nd and 4th full-sized segment arriving at hfw-b (after tcpdump saw them), so that hfw-b
-# acknowledges with SACK blocks and hfw-a retransmits.
+# Drop every second full-sized segment arriving at hfw-b (after tcpdump has seen it), so that hfw-b
+# acknowledges with SACK blocks and hfw-a retransmits; the drop count is printed at the end.
 ip netns exec "$B" nft -f - <<'NFT'
 table inet hfw {
     chain input {
@@ -48,8 +48,6 @@ table inet hfw {
     }
 }
 NFT
-# Only two drops: remove the rule once it has matched twice.
-sleep 0.2
 
 ip netns exec "$B" tcpdump -q -i hfw-b0 -U -s 0 -w "$out" 2>/dev/null &
 tcpdump_pid=$!

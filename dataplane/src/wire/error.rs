@@ -104,6 +104,9 @@ impl FrameError {
     }
 }
 
+// A variant added without its place in `ALL` (which counter tables are sized by) fails the build here.
+const _: () = assert!(FrameError::IcmpUnsupported as usize + 1 == FrameError::ALL.len());
+
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
