@@ -347,7 +347,8 @@ impl MemPort {
     }
 
     fn roll(&mut self, p: f64) -> bool {
-        // Always draw, so that the random stream does not depend on which faults are enabled.
+        // Always draw (once faults are on at all), so that the random stream does not depend on which
+        // faults are enabled.
         let x: f64 = self.rng.random();
         x < p
     }
@@ -392,6 +393,16 @@ impl MemPort {
     /// Sends one taken frame through the injector.
     fn transmit(&mut self, now: Instant, mut buf: PacketBuf, dst: Option<usize>) {
         let f = self.faults;
+        if f == FaultConfig::NONE {
+            if self.seg.is_up(self.index) {
+                let at = now.max(self.fifo_floor);
+                self.fifo_floor = at;
+                self.forward(at, buf, dst);
+            } else {
+                self.stats.tx_dropped_link_down += 1;
+            }
+            return;
+        }
         let lost = self.roll(f.loss);
         let corrupt = self.roll(f.corrupt);
         let reorder = self.roll(f.reorder);
