@@ -1,11 +1,16 @@
-//! Port and buffer costs: buffer alloc+free, freezing for retransmission, and frames through a mem link in
-//! bursts of 32, on one thread and across two threads.
+//! Port and buffer costs: buffer alloc+free, freezing for retransmission, frames through a mem link in
+//! bursts of 32 (one thread and two threads), and frames through AF_PACKET over a veth pair between two
+//! namespaces (only as root with `HOLDFAST_BENCH_NETNS=1`; it creates and deletes hfp-ba/hfp-bb).
 
 use std::hint::black_box;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::buf::{PacketBuf, Pool};
+use dataplane::port::afpacket::{join_netns, AfPacketConfig, AfPacketPort};
 use dataplane::port::mem::{self, MemConfig};
 use dataplane::port::Port;
 use dataplane::time::Instant;
@@ -111,9 +116,140 @@ fn mem_link(c: &mut Criterion) {
     g.finish();
 }
 
+/// Two namespaces joined by a veth pair with offloads off; deleted on drop.
+struct VethPair;
+
+const NS: [&str; 2] = ["hfp-ba", "hfp-bb"];
+const DEV: [&str; 2] = ["hfp-bva", "hfp-bvb"];
+
+impl VethPair {
+    fn create() -> Option<VethPair> {
+        let pair = VethPair;
+        pair.remove();
+        let sh = |args: &[&str]| {
+            Command::new(args[0]).args(&args[1..]).status().map(|s| s.success()).unwrap_or(false)
+        };
+        for ns in NS {
+            if !sh(&["ip", "netns", "add", ns])
+                || !sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+                || !sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
+            {
+                return None;
+            }
+        }
+        if !sh(&[
+            "ip", "link", "add", DEV[0], "netns", NS[0], "type", "veth", "peer", "name", DEV[1], "netns",
+            NS[1],
+        ]) {
+            return None;
+        }
+        for i in 0..2 {
+            let off = ["gro", "off", "gso", "off", "tso", "off", "tx", "off", "rx", "off"];
+            let mut args = vec!["ip", "netns", "exec", NS[i], "ethtool", "-K", DEV[i]];
+            args.extend(off);
+            if !sh(&args) || !sh(&["ip", "-n", NS[i], "link", "set", DEV[i], "up"]) {
+                return None;
+            }
+        }
+        Some(pair)
+    }
+
+    fn remove(&self) {
+        for ns in NS {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn open_in(i: usize, pool: &Pool) -> Option<AfPacketPort> {
+    join_netns(std::path::Path::new(&format!("/var/run/netns/{}", NS[i]))).ok()?;
+    AfPacketPort::open(&AfPacketConfig::new(DEV[i]), pool.clone()).ok()
+}
+
+fn afpacket(c: &mut Criterion) {
+    if std::env::var_os("HOLDFAST_BENCH_NETNS").is_none() {
+        eprintln!("afpacket bench skipped: set HOLDFAST_BENCH_NETNS=1 and run as root");
+        return;
+    }
+    let Some(_pair) = VethPair::create() else {
+        eprintln!("afpacket bench skipped: could not create namespaces (root, ip and ethtool needed)");
+        return;
+    };
+    let pool = Pool::with_count(8192).expect("pool");
+    // The receiver lives on its own thread in the second namespace for the whole group.
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx_thread = {
+        let (pool, received, stop) = (pool.clone(), Arc::clone(&received), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let Some(mut port) = open_in(1, &pool) else { return };
+            let mut out = Vec::with_capacity(BURST);
+            while !stop.load(Ordering::Relaxed) {
+                let n = port.recv(Instant::ZERO, &mut out, BURST);
+                out.clear();
+                received.fetch_add(n as u64, Ordering::Release);
+                if n == 0 {
+                    let _ = port.wait_readable(StdDuration::from_millis(1));
+                }
+            }
+        })
+    };
+    let (tx_port_tx, tx_port_rx) = crossbeam_channel::bounded(1);
+    let tx_thread = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let _ = tx_port_tx.send(open_in(0, &pool));
+        })
+    };
+    let port = tx_port_rx.recv().ok().flatten();
+    let _ = tx_thread.join();
+    if let Some(mut port) = port {
+        let mut g = c.benchmark_group("afpacket");
+        g.throughput(Throughput::Elements(BURST as u64));
+        g.bench_function("veth_64B_burst32_windowed", |b| {
+            b.iter_custom(|iters| {
+                let total = iters.saturating_mul(BURST as u64);
+                let base = received.load(Ordering::Acquire);
+                let start = std::time::Instant::now();
+                let mut tx = Vec::with_capacity(BURST);
+                let mut sent = 0u64;
+                // At most 512 frames in flight: the veth backlog (1000) never overflows.
+                while received.load(Ordering::Acquire) - base < total {
+                    let in_flight = sent - (received.load(Ordering::Acquire) - base);
+                    while tx.len() < BURST
+                        && sent + (tx.len() as u64) < total
+                        && in_flight + (tx.len() as u64) < 512
+                    {
+                        match frame(&pool, 64) {
+                            Some(f) => tx.push(f),
+                            None => break,
+                        }
+                    }
+                    let n = port.send(Instant::ZERO, &mut tx) as u64;
+                    sent += n;
+                    if n == 0 {
+                        port.poll_at();
+                        std::thread::yield_now();
+                    }
+                }
+                start.elapsed()
+            })
+        });
+        g.finish();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = rx_thread.join();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(StdDuration::from_secs(3)).warm_up_time(StdDuration::from_secs(1));
-    targets = bufs, mem_link
+    targets = bufs, mem_link, afpacket
 }
 criterion_main!(benches);
