@@ -78,58 +78,60 @@ impl MemConfig {
 
 /// Makes a point-to-point link: what one end sends, the other receives.
 pub fn link(pool: &Pool, cfg: &MemConfig) -> (MemPort, MemPort, SegmentControl) {
-    let (ctl, mut ports) = segment(pool, cfg, 2, Forwarding::PointToPoint);
-    let b = ports.pop();
-    let a = ports.pop();
-    match (a, b) {
-        (Some(a), Some(b)) => (a, b, ctl),
-        // segment() made exactly two ports.
-        _ => unreachable!("a link has two ends"),
-    }
+    let (tx_a, rx_a) = crossbeam_channel::bounded(cfg.queue_len.max(1));
+    let (tx_b, rx_b) = crossbeam_channel::bounded(cfg.queue_len.max(1));
+    let seg = new_segment(vec![tx_a, tx_b], Forwarding::PointToPoint);
+    let a = new_port(&seg, 0, rx_a, pool, cfg);
+    let b = new_port(&seg, 1, rx_b, pool, cfg);
+    (a, b, SegmentControl { seg })
 }
 
 /// Makes a learning switch with `n` ports.
 pub fn switch(pool: &Pool, cfg: &MemConfig, n: usize) -> (Vec<MemPort>, SegmentControl) {
-    let (ctl, ports) = segment(pool, cfg, n, Forwarding::Learning);
-    (ports, ctl)
+    let (inboxes, receivers): (Vec<_>, Vec<_>) =
+        (0..n).map(|_| crossbeam_channel::bounded(cfg.queue_len.max(1))).unzip();
+    let seg = new_segment(inboxes, Forwarding::Learning);
+    let ports = receivers.into_iter().enumerate().map(|(i, rx)| new_port(&seg, i, rx, pool, cfg)).collect();
+    (ports, SegmentControl { seg })
 }
 
-fn segment(pool: &Pool, cfg: &MemConfig, n: usize, fwd: Forwarding) -> (SegmentControl, Vec<MemPort>) {
-    let queue_len = cfg.queue_len.max(1);
-    let (inboxes, receivers): (Vec<_>, Vec<_>) =
-        (0..n).map(|_| crossbeam_channel::bounded(queue_len)).unzip();
-    let seg = Arc::new(Segment {
+fn new_segment(inboxes: Vec<Sender<InFlight>>, fwd: Forwarding) -> Arc<Segment> {
+    let n = inboxes.len();
+    Arc::new(Segment {
         fwd,
         inboxes,
         up: (0..n).map(|_| AtomicBool::new(true)).collect(),
         macs: MacTable::new(),
-    });
-    let ports = receivers
-        .into_iter()
-        .enumerate()
-        .map(|(i, inbox)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-            rng.set_stream(i as u64);
-            MemPort {
-                seg: Arc::clone(&seg),
-                index: i,
-                inbox,
-                pending: BinaryHeap::with_capacity(queue_len),
-                pending_cap: queue_len,
-                pool: pool.clone(),
-                faults: FaultConfig::NONE,
-                rng,
-                fifo_floor: Instant::ZERO,
-                wire_free_at: Instant::ZERO,
-                seq: 0,
-                stats: PortStats::default(),
-                name: format!("{}.{}", cfg.name, i),
-                mac: None,
-                mtu: cfg.mtu,
-            }
-        })
-        .collect();
-    (SegmentControl { seg }, ports)
+    })
+}
+
+fn new_port(
+    seg: &Arc<Segment>,
+    i: usize,
+    inbox: Receiver<InFlight>,
+    pool: &Pool,
+    cfg: &MemConfig,
+) -> MemPort {
+    let queue_len = cfg.queue_len.max(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    rng.set_stream(i as u64);
+    MemPort {
+        seg: Arc::clone(seg),
+        index: i,
+        inbox,
+        pending: BinaryHeap::with_capacity(queue_len),
+        pending_cap: queue_len,
+        pool: pool.clone(),
+        faults: FaultConfig::NONE,
+        rng,
+        fifo_floor: Instant::ZERO,
+        wire_free_at: Instant::ZERO,
+        seq: 0,
+        stats: PortStats::default(),
+        name: format!("{}.{}", cfg.name, i),
+        mac: None,
+        mtu: cfg.mtu,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,7 +347,8 @@ impl MemPort {
     }
 
     fn roll(&mut self, p: f64) -> bool {
-        // Always draw, so that the random stream does not depend on which faults are enabled.
+        // Always draw (once faults are on at all), so that the random stream does not depend on which
+        // faults are enabled.
         let x: f64 = self.rng.random();
         x < p
     }
@@ -390,6 +393,16 @@ impl MemPort {
     /// Sends one taken frame through the injector.
     fn transmit(&mut self, now: Instant, mut buf: PacketBuf, dst: Option<usize>) {
         let f = self.faults;
+        if f == FaultConfig::NONE {
+            if self.seg.is_up(self.index) {
+                let at = now.max(self.fifo_floor);
+                self.fifo_floor = at;
+                self.forward(at, buf, dst);
+            } else {
+                self.stats.tx_dropped_link_down += 1;
+            }
+            return;
+        }
         let lost = self.roll(f.loss);
         let corrupt = self.roll(f.corrupt);
         let reorder = self.roll(f.reorder);

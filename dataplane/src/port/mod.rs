@@ -8,6 +8,7 @@
 //!
 //! Every call takes the current time as an argument, so the same code runs on a virtual clock.
 
+pub mod afpacket;
 pub mod mem;
 
 use crate::buf::PacketBuf;
@@ -74,6 +75,8 @@ pub struct PortStats {
     pub tx_dropped_oversize: u64,
     /// Frames taken while the link was down, dropped.
     pub tx_dropped_link_down: u64,
+    /// Frames the kernel or NIC refused as malformed after taking them.
+    pub tx_dropped_malformed: u64,
     /// Copies a switch could not queue to a full destination, dropped.
     pub tx_dropped_queue_full: u64,
     /// Frames (or copies for duplication and flooding) not made because the pool was empty.
