@@ -40,6 +40,14 @@ impl Subnet {
         (prefix <= 32 && u32::from_be_bytes(addr) & !s.mask() == 0).then_some(s)
     }
 
+    /// The subnet of `prefix` bits (at most 32) that contains `ip`: host bits are cleared, so this
+    /// always succeeds.
+    pub fn containing(ip: [u8; 4], prefix: u8) -> Subnet {
+        let prefix = prefix.min(32);
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Subnet { addr: (u32::from_be_bytes(ip) & mask).to_be_bytes(), prefix }
+    }
+
     pub fn addr(&self) -> [u8; 4] {
         self.addr
     }
@@ -495,6 +503,8 @@ mod tests {
         assert!(all.contains([1, 2, 3, 4]));
         assert!(all.overlaps(&s));
         assert!(!s.overlaps(&NET));
+        assert_eq!(Subnet::containing([198, 18, 2, 77], 24), NET);
+        assert_eq!(Subnet::containing([1, 2, 3, 4], 40).to_string(), "1.2.3.4/32");
     }
 
     #[test]
