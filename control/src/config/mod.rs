@@ -54,6 +54,17 @@ pub enum PortBackend {
     Dpdk,
 }
 
+impl PortBackend {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PortBackend::Mem => "mem",
+            PortBackend::AfPacket => "afpacket",
+            PortBackend::AfXdp => "afxdp",
+            PortBackend::Dpdk => "dpdk",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
     Auto,
@@ -327,6 +338,45 @@ impl Config {
     /// Core pairs: one per queue of the client (and server) port.
     pub fn core_pairs(&self) -> u16 {
         self.ports.client.queues
+    }
+
+    /// A few lines saying what the config sets up (what `holdfast check-config` prints on success).
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let port = |p: &PortConfig| match &p.interface {
+            Some(i) => format!("{} on {i}", p.backend.as_str()),
+            None => p.backend.as_str().to_string(),
+        };
+        let role = match self.box_.role {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        };
+        let mut s = format!(
+            "box {} ({role}), {} core pair(s); client port {}, server port {}",
+            self.box_.name,
+            self.core_pairs(),
+            port(&self.ports.client),
+            port(&self.ports.server)
+        );
+        match (&self.ports.replication, &self.replication) {
+            (Some(p), Some(_)) => {
+                let _ = write!(s, ", replication port {}", port(p));
+            }
+            _ => s.push_str(", no standby"),
+        }
+        let _ = write!(s, "\nVIP {}, SNAT {}", self.addresses.vip, self.addresses.snat);
+        for l in &self.listeners {
+            let _ = write!(
+                s,
+                "\nlistener {} on port {}: {} backend(s), {}, ack policy {}",
+                l.name,
+                l.port,
+                l.backends.len(),
+                l.balance,
+                l.ack_policy
+            );
+        }
+        s
     }
 }
 

@@ -67,6 +67,12 @@ fn the_example_parses() {
     assert_eq!(l.health.fall, 3);
     assert!(c.replication.is_some());
     assert_eq!(c.core_pairs(), 1);
+    assert_eq!(
+        c.summary(),
+        "box hf-primary (primary), 1 core pair(s); client port afpacket on hfp-c, server port afpacket on hfp-s, \
+         replication port afpacket on hfp-r\nVIP 198.18.1.1, SNAT 198.18.2.1\n\
+         listener iperf on port 5201: 1 backend(s), maglev, ack policy backend"
+    );
 }
 
 #[test]
