@@ -4,3 +4,4 @@
 pub mod apps;
 pub mod runtime;
 pub mod sim;
+pub mod config;

@@ -40,6 +40,14 @@ impl Subnet {
         (prefix <= 32 && u32::from_be_bytes(addr) & !s.mask() == 0).then_some(s)
     }
 
+    /// The subnet of `prefix` bits (at most 32) that contains `ip`: host bits are cleared, so this
+    /// always succeeds.
+    pub fn containing(ip: [u8; 4], prefix: u8) -> Subnet {
+        let prefix = prefix.min(32);
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Subnet { addr: (u32::from_be_bytes(ip) & mask).to_be_bytes(), prefix }
+    }
+
     pub fn addr(&self) -> [u8; 4] {
         self.addr
     }
@@ -495,6 +503,8 @@ mod tests {
         assert!(all.contains([1, 2, 3, 4]));
         assert!(all.overlaps(&s));
         assert!(!s.overlaps(&NET));
+        assert_eq!(Subnet::containing([198, 18, 2, 77], 24), NET);
+        assert_eq!(Subnet::containing([1, 2, 3, 4], 40).to_string(), "1.2.3.4/32");
     }
 
     #[test]
@@ -610,6 +620,50 @@ mod tests {
         assert!(!c.forget(ip(4)));
         assert_eq!(c.lookup(ip(3), ms(95)), Lookup::Pending);
         assert_eq!(c.lookup(ip(6), ms(95)), Lookup::Pending);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xa4b),
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Any sequence of lookups, packets, answers (wanted or not) and polls keeps the cache within its
+        /// bounds, and every packet handed in comes back out exactly once: sent, returned, or counted dropped.
+        #[test]
+        fn bounded_and_no_packet_lost_silently(
+            ops in proptest::collection::vec((0u8..5, 0u8..12, 0u64..200), 1..300),
+        ) {
+            let cfg = NeighConfig { capacity: 6, queue_len: 3, ..NeighConfig::default() };
+            let mut c: NeighCache<u32> = NeighCache::new(cfg, NET, None).unwrap();
+            let mut now = Instant::ZERO;
+            let (mut handed, mut out) = (0u64, 0u64);
+            let mut reqs = Vec::new();
+            for (op, host, dt) in ops {
+                now += Duration::from_millis(dt * 50);
+                // Hosts 10 and 11 are off the subnet.
+                let ip = if host >= 10 { [10, 0, 0, host] } else { [198, 18, 2, host] };
+                match op {
+                    0 => { c.lookup(ip, now); }
+                    1 => {
+                        handed += 1;
+                        match c.resolve(ip, 0, now) {
+                            Resolved::Send(..) | Resolved::Unreachable(_) => out += 1,
+                            // An overflow drop is counted in queue_drops (and handed back).
+                            Resolved::Queued { .. } => {}
+                        }
+                    }
+                    2 => { out += c.learn(ip, MAC1, now).map(|d| d.count() as u64).unwrap_or(0); }
+                    3 => { out += c.update(ip, MAC2, now).map(|d| d.count() as u64).unwrap_or(0); }
+                    _ => { reqs.clear(); c.poll(now, &mut reqs); }
+                }
+                proptest::prop_assert!(c.len() <= cfg.capacity);
+                proptest::prop_assert!(c.entries.iter().all(|e| e.queue.len() <= cfg.queue_len));
+                let queued: usize = c.entries.iter().map(|e| e.queue.len()).sum();
+                proptest::prop_assert_eq!(handed, out + queued as u64 + c.stats().queue_drops);
+            }
+        }
     }
 
     #[test]

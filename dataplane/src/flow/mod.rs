@@ -15,6 +15,14 @@
 //!
 //! A full table refuses a new flow with a counted drop ([`FlowTableStats::drops_full`]) and never evicts
 //! or disturbs an existing one.
+//!
+//! Measured against `std::collections::HashMap` with the same mixer and `with_capacity`
+//! (`cargo bench -p holdfast-benches --bench flow`, busy 2-core machine): equal at 1k flows (~8–19 ns a
+//! lookup); at 100k–1M flows the HashMap's hits were up to ~1.5x faster, because its one-byte control
+//! array stays in cache while this table pays two misses (index, then slab). The slab stays because it
+//! is what gives stable generational ids and the allocation-free idle list; if profiles of the whole
+//! pipeline show lookup misses dominating, the next step is a SIMD-probed index over slab slots
+//! (`hashbrown::HashTable<u32>`), not a different handle scheme.
 
 mod snat;
 
