@@ -264,7 +264,9 @@ impl Connection {
                     let with_fin =
                         self.fin_queued && s.wrapping_add(len) == buf_end && seq::lt(buf_end, self.snd_max);
                     if len > 0 || with_fin {
-                        return Some(self.emit_data(now, s, len, with_fin, out));
+                        let t = self.emit_data(now, s, len, with_fin, out);
+                        self.high_rxt = seq::max(self.high_rxt, s.wrapping_add(t.payload_len as u32));
+                        return Some(t);
                     }
                 }
             }
@@ -330,11 +332,6 @@ impl Connection {
         if s == self.snd_nxt {
             self.snd_nxt = end;
         }
-        self.high_rxt = if self.in_recovery && seq::lt(s, self.recover) {
-            seq::max(self.high_rxt, end)
-        } else {
-            self.high_rxt
-        };
         if self.rto_deadline.is_none() {
             self.rto_deadline = Some(now + self.rtt.rto());
         }
