@@ -1,6 +1,9 @@
 //! Bulk transfers between the engine and an independent TCP (smoltcp), byte for byte, across loss,
 //! reordering and duplication, with each option on and off on the peer's side.
 
+// Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use dataplane::tcp::{Config, State};

@@ -422,6 +422,12 @@ impl Connection {
         self.send_buf.len()
     }
 
+    /// Copies buffered send bytes, starting `offset` bytes after SND.UNA, into `out`; returns how many.
+    /// This is what [`restore`](Self::restore) takes back (`offset` 0, everything).
+    pub fn send_buffered(&self, offset: usize, out: &mut [u8]) -> usize {
+        self.send_buf.copy_out(offset, out)
+    }
+
     /// Copies received in-order bytes out; returns how many. Reading does not acknowledge them: that is
     /// the ack limit's business.
     pub fn recv(&mut self, out: &mut [u8]) -> usize {

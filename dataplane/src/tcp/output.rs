@@ -42,14 +42,19 @@ impl Connection {
         if self.state == State::TimeWait {
             return self.pure_ack(now);
         }
-        if let Some(t) = self.data(now, out) {
-            return Some(t);
+        // After a restore: duplicate ACKs and the probe first, so the peer retransmits and tells its edges
+        // before anything else arrives.
+        if self.dupacks_to_send > 0 {
+            return self.pure_ack(now);
         }
         if self.probe_pending {
             self.probe_pending = false;
             let mut repr = self.header(self.snd_una.wrapping_sub(1), TcpFlags::ACK);
             self.fill_ack(now, &mut repr);
             return Some(Transmit { repr, payload_len: 0 });
+        }
+        if let Some(t) = self.data(now, out) {
+            return Some(t);
         }
         self.pure_ack(now)
     }

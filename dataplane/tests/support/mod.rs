@@ -228,8 +228,8 @@ pub fn emit(repr: &TcpRepr<'_>, payload: &[u8], opts: PeerOpts) -> Vec<u8> {
             .map(|t| TcpTimestampRepr::new(t.tsval, t.tsecr)),
         payload,
     };
-    let src = Ipv4Address::from_octets(ENG_IP);
-    let dst = Ipv4Address::from_octets(PEER_IP);
+    let src = Ipv4Address::new(ENG_IP[0], ENG_IP[1], ENG_IP[2], ENG_IP[3]);
+    let dst = Ipv4Address::new(PEER_IP[0], PEER_IP[1], PEER_IP[2], PEER_IP[3]);
     let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: dst,
@@ -402,7 +402,11 @@ impl Harness {
         ic.random_seed = seed;
         let mut iface = Interface::new(ic, &mut dev, smol_now(Instant::ZERO));
         iface.update_ip_addrs(|a| {
-            a.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::from_octets(PEER_IP)), 24)).unwrap();
+            a.push(IpCidr::new(
+                IpAddress::Ipv4(Ipv4Address::new(PEER_IP[0], PEER_IP[1], PEER_IP[2], PEER_IP[3])),
+                24,
+            ))
+            .unwrap();
         });
         let mut sockets = SocketSet::new(vec![]);
         let handle = sockets.add(sock);
@@ -459,11 +463,15 @@ impl Harness {
             ic.random_seed = seed;
             let mut iface = Interface::new(ic, &mut dev, smol_now(Instant::ZERO));
             iface.update_ip_addrs(|a| {
-                a.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::from_octets(PEER_IP)), 24)).unwrap();
+                a.push(IpCidr::new(
+                    IpAddress::Ipv4(Ipv4Address::new(PEER_IP[0], PEER_IP[1], PEER_IP[2], PEER_IP[3])),
+                    24,
+                ))
+                .unwrap();
             });
             sock.connect(
                 iface.context(),
-                (IpAddress::Ipv4(Ipv4Address::from_octets(ENG_IP)), ENG_PORT),
+                (IpAddress::Ipv4(Ipv4Address::new(ENG_IP[0], ENG_IP[1], ENG_IP[2], ENG_IP[3])), ENG_PORT),
                 PEER_PORT,
             )
             .unwrap();
@@ -519,6 +527,10 @@ impl Harness {
             self.to_peer.send(self.now, bytes);
         }
         while let Some(e) = self.eng.poll_event() {
+            if let Event::SendResynced { unbuffered, .. } = e {
+                // The peer already has these bytes: the application skips them in its stream.
+                self.eng_app.sent += u64::from(unbuffered);
+            }
             self.events.push(e);
         }
     }
