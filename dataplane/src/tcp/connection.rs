@@ -105,6 +105,8 @@ pub enum SegmentError {
     Handshake,
     #[error("new SYN for a 4-tuple in TIME-WAIT; the owner may replace this connection")]
     TimeWaitSyn,
+    #[error("RST in TIME-WAIT ignored (RFC 1337)")]
+    TimeWaitRst,
 }
 
 /// A segment to send: its header (payload empty; the bytes are in the caller's buffer) and payload length.
@@ -186,6 +188,8 @@ pub struct Connection {
     pub(crate) max_snd_wnd: u32,
     pub(crate) send_buf: SendBuffer,
     pub(crate) fin_queued: bool,
+    /// Our FIN was acknowledged (SND.UNA is then one past it).
+    pub(crate) fin_acked: bool,
     pub(crate) peer_mss: u16,
     pub(crate) snd_wscale: u8,
     pub(crate) rcv_wscale: u8,
@@ -273,6 +277,7 @@ impl Connection {
             max_snd_wnd: 0,
             send_buf: SendBuffer::new(cfg.send_buffer),
             fin_queued: false,
+            fin_acked: false,
             peer_mss: 536,
             snd_wscale: 0,
             rcv_wscale: 0,
@@ -420,6 +425,12 @@ impl Connection {
     /// Bytes in the send buffer: unacknowledged plus not yet sent.
     pub fn send_queue_len(&self) -> usize {
         self.send_buf.len()
+    }
+
+    /// Copies buffered send bytes, starting `offset` bytes after SND.UNA, into `out`; returns how many.
+    /// This is what [`restore`](Self::restore) takes back (`offset` 0, everything).
+    pub fn send_buffered(&self, offset: usize, out: &mut [u8]) -> usize {
+        self.send_buf.copy_out(offset, out)
     }
 
     /// Copies received in-order bytes out; returns how many. Reading does not acknowledge them: that is
@@ -684,6 +695,7 @@ impl Connection {
             self.rto_deadline = None;
             self.on_rto(now);
         }
+        self.update_timers(now);
     }
 
     fn time_out(&mut self) {
@@ -735,11 +747,15 @@ impl Connection {
 
     /// Sequence number of our FIN (one past the last queued byte); meaningful once `fin_queued`.
     pub(crate) fn fin_seq(&self) -> u32 {
-        self.snd_una.wrapping_add(self.send_buf.len() as u32)
+        if self.fin_acked {
+            self.snd_una.wrapping_sub(1)
+        } else {
+            self.snd_una.wrapping_add(self.send_buf.len() as u32)
+        }
     }
 
     pub(crate) fn fin_sent(&self) -> bool {
-        self.fin_queued && seq::gt(self.snd_max, self.fin_seq())
+        self.fin_queued && (self.fin_acked || seq::gt(self.snd_max, self.fin_seq()))
     }
 
     /// Arms or clears the RTO and persist timers after input or output changed the send side.
@@ -752,7 +768,9 @@ impl Connection {
         }
         let unsent = seq::dist(self.snd_nxt, self.snd_una.wrapping_add(self.send_buf.len() as u32));
         let window_shut = seq::ge(self.snd_nxt, self.snd_una.wrapping_add(self.snd_wnd));
-        if unsent > 0 && window_shut && self.snd_una == self.snd_max && self.rto_deadline.is_none() {
+        // Persist (RFC 9293 §3.8.6.1) when data waits behind a shut window and no retransmission timer runs
+        // (after a timeout rewound SND.NXT, the probe byte itself waits here).
+        if unsent > 0 && window_shut && self.rto_deadline.is_none() {
             if self.persist_deadline.is_none() && !self.force_probe {
                 let shift = self.persist_backoff.min(16);
                 let d = self.rtt.rto().saturating_mul(1u32 << shift).min(self.cfg.rto_max);
@@ -784,7 +802,7 @@ impl Connection {
         match self.state {
             State::SynReceived | State::Established => self.state = State::CloseWait,
             State::FinWait1 => {
-                if self.fin_sent() && seq::gt(self.snd_una, self.fin_seq()) {
+                if self.fin_acked {
                     self.state = State::TimeWait;
                 } else {
                     self.state = State::Closing;

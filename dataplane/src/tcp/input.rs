@@ -103,6 +103,10 @@ impl Connection {
         let acceptable =
             seq::ge(seg_end, left) && (seq::lt(seg.seq, right) || (seg_len == 0 && seg.seq == right));
 
+        if rst && self.state == State::TimeWait {
+            // RFC 1337: a late RST must not cut TIME-WAIT short.
+            return Err(SegmentError::TimeWaitRst);
+        }
         if rst {
             // RFC 5961 §3.2: exact match resets; in window gets a challenge ACK; the rest is dropped.
             if seg.seq == self.recv_buf.nxt() || seg.seq == self.rcv_acked {
@@ -189,6 +193,8 @@ impl Connection {
 
     fn process_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) -> Result<(), SegmentError> {
         let ack = seg.ack;
+        let fin_pending_ack = self.fin_sent() && !self.fin_acked;
+        let fin_at = self.fin_seq();
         if seq::gt(ack, self.snd_max) {
             if self.resync {
                 self.resync_to(ack);
@@ -238,7 +244,8 @@ impl Connection {
         }
 
         // Our FIN acknowledged?
-        if self.fin_sent() && seq::gt(self.snd_una, self.fin_seq()) {
+        if fin_pending_ack && seq::gt(self.snd_una, fin_at) {
+            self.fin_acked = true;
             match self.state {
                 State::FinWait1 => self.state = State::FinWait2,
                 State::Closing => self.state = State::TimeWait,

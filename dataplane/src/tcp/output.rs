@@ -18,10 +18,10 @@ impl Connection {
         if let Some(t) = &t {
             self.counters.segs_out += 1;
             self.counters.bytes_out += t.payload_len as u64;
-            self.update_timers(now);
-            if self.state == State::TimeWait && self.time_wait_deadline.is_none() {
-                self.enter_time_wait(now);
-            }
+        }
+        self.update_timers(now);
+        if self.state == State::TimeWait && self.time_wait_deadline.is_none() {
+            self.enter_time_wait(now);
         }
         t
     }
@@ -42,14 +42,19 @@ impl Connection {
         if self.state == State::TimeWait {
             return self.pure_ack(now);
         }
-        if let Some(t) = self.data(now, out) {
-            return Some(t);
+        // After a restore: duplicate ACKs and the probe first, so the peer retransmits and tells its edges
+        // before anything else arrives.
+        if self.dupacks_to_send > 0 {
+            return self.pure_ack(now);
         }
         if self.probe_pending {
             self.probe_pending = false;
             let mut repr = self.header(self.snd_una.wrapping_sub(1), TcpFlags::ACK);
             self.fill_ack(now, &mut repr);
             return Some(Transmit { repr, payload_len: 0 });
+        }
+        if let Some(t) = self.data(now, out) {
+            return Some(t);
         }
         self.pure_ack(now)
     }
@@ -234,7 +239,7 @@ impl Connection {
         let max_payload = mss.saturating_sub(self.options_len(self.ack_target())).max(1);
         let max_payload = max_payload.min(u32::try_from(out.len()).unwrap_or(u32::MAX));
         let buf_end = self.snd_una.wrapping_add(self.send_buf.len() as u32);
-        let fin_unsent = self.fin_queued && seq::le(self.snd_nxt, buf_end);
+        let fin_unsent = self.fin_queued && !self.fin_acked && seq::le(self.snd_nxt, buf_end);
 
         // 1. Loss recovery retransmissions.
         let recovery_room = if !self.in_recovery {
@@ -261,10 +266,14 @@ impl Connection {
                     self.rexmit_pending = false;
                     let data_left = seq::dist(s, buf_end);
                     let len = hole_len.min(max_payload).min(data_left);
-                    let with_fin =
-                        self.fin_queued && s.wrapping_add(len) == buf_end && seq::lt(buf_end, self.snd_max);
+                    let with_fin = self.fin_queued
+                        && !self.fin_acked
+                        && s.wrapping_add(len) == buf_end
+                        && seq::lt(buf_end, self.snd_max);
                     if len > 0 || with_fin {
-                        return Some(self.emit_data(now, s, len, with_fin, out));
+                        let t = self.emit_data(now, s, len, with_fin, out);
+                        self.high_rxt = seq::max(self.high_rxt, s.wrapping_add(t.payload_len as u32));
+                        return Some(t);
                     }
                 }
             }
@@ -289,7 +298,7 @@ impl Connection {
                 // Sender-side SWS avoidance: wait for a full segment's room; ACKs are on their way.
                 return None;
             }
-            let with_fin = self.fin_queued && s.wrapping_add(len) == buf_end;
+            let with_fin = self.fin_queued && !self.fin_acked && s.wrapping_add(len) == buf_end;
             return Some(self.emit_data(now, s, len, with_fin, out));
         }
         if avail == 0 && fin_unsent && s == buf_end {
@@ -330,11 +339,6 @@ impl Connection {
         if s == self.snd_nxt {
             self.snd_nxt = end;
         }
-        self.high_rxt = if self.in_recovery && seq::lt(s, self.recover) {
-            seq::max(self.high_rxt, end)
-        } else {
-            self.high_rxt
-        };
         if self.rto_deadline.is_none() {
             self.rto_deadline = Some(now + self.rtt.rto());
         }

@@ -261,6 +261,7 @@ impl Connection {
         c.sack_ok = s.sack_ok;
         c.ts_ok = s.ts_ok;
         c.fin_queued = s.fin_queued;
+        c.fin_acked = s.fin_queued && matches!(s.state, State::FinWait2 | State::TimeWait | State::Closed);
         c.peer_fin_seen = s.peer_fin;
 
         c.irs = s.irs;
