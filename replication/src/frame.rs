@@ -267,63 +267,47 @@ pub struct LinkAddrs {
     pub dst: [u8; 6],
 }
 
+/// Bytes in front of the payload in a frame buffer: the Ethernet and replication headers.
+pub const PREFIX_LEN: usize = ETHERNET_HEADER_LEN + HEADER_LEN;
+
 /// Writes a complete frame into `out` (cleared first): Ethernet header, replication header, `payload`,
-/// checksum. The caller guarantees `payload.len() <= u16::MAX` (the channel bounds it by the MTU).
+/// checksum. Payloads longer than `u16::MAX` are cut there (the channel bounds them by the MTU).
 pub fn emit(out: &mut Vec<u8>, link: LinkAddrs, header: &FrameHeader, payload: &[u8]) {
     out.clear();
-    out.extend_from_slice(&link.dst);
-    out.extend_from_slice(&link.src);
-    out.extend_from_slice(&ETHERTYPE.to_be_bytes());
-    write_header(out, header, payload);
-    out.extend_from_slice(payload);
+    out.resize(PREFIX_LEN, 0);
+    out.extend_from_slice(payload.get(..usize::from(u16::MAX)).unwrap_or(payload));
+    finish(out, link, header);
 }
 
-fn write_header(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8]) {
-    let start = out.len();
-    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&MAGIC.to_be_bytes());
-    out.push(VERSION);
-    out.push(header.kind.to_u8());
-    out.push(header.flags & flags::ALL);
-    out.push(0);
-    out.extend_from_slice(&header.queue.to_be_bytes());
-    out.extend_from_slice(&header.sender.to_be_bytes());
-    out.extend_from_slice(&header.epoch.to_be_bytes());
-    out.extend_from_slice(&header.seq.to_be_bytes());
-    out.extend_from_slice(&header.ack.to_be_bytes());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes());
-    let c = checksum(out.get(start..).unwrap_or(&[]), payload);
-    if let Some(s) = out.get_mut(start + off::CHECKSUM..start + HEADER_LEN) {
-        s.copy_from_slice(&c.to_be_bytes());
-    }
-}
-
-/// Rewrites the acknowledgment and flags of an already emitted frame (a retransmission carries the
-/// current ack, not the one from its first transmission) and fixes the checksum.
-pub fn rewrite_ack(frame: &mut [u8], ack: Option<u64>) {
-    let base = ETHERNET_HEADER_LEN;
-    let Some(h) = frame.get_mut(base..base + HEADER_LEN) else {
+/// Fills the headers of a frame buffer laid out as `PREFIX_LEN` reserved bytes then the payload, and
+/// computes the checksum: how the channel builds its frames without copying the batch. Buffers shorter
+/// than `PREFIX_LEN` are left alone.
+pub fn finish(buf: &mut [u8], link: LinkAddrs, header: &FrameHeader) {
+    if buf.len() < PREFIX_LEN {
         return;
-    };
-    let fl = h.get(off::FLAGS).copied().unwrap_or(0);
-    let (fl, ackv) = match ack {
-        Some(a) => (fl | flags::ACK, a),
-        None => (fl & !flags::ACK, 0),
-    };
-    if let Some(b) = h.get_mut(off::FLAGS) {
-        *b = fl;
     }
-    if let Some(s) = h.get_mut(off::ACK..off::ACK + 8) {
-        s.copy_from_slice(&ackv.to_be_bytes());
-    }
-    let (hdr, payload) = frame.split_at_mut(base + HEADER_LEN);
-    let hdr = hdr.get_mut(base..).unwrap_or(&mut []);
-    let len = usize::from(be16(hdr, off::LEN));
-    let c = checksum(hdr, payload.get(..len).unwrap_or(&[]));
-    if let Some(s) = hdr.get_mut(off::CHECKSUM..off::CHECKSUM + 4) {
-        s.copy_from_slice(&c.to_be_bytes());
+    let (head, payload) = buf.split_at_mut(PREFIX_LEN);
+    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
+    let (eth, h) = head.split_at_mut(ETHERNET_HEADER_LEN);
+    put(eth, 0, &link.dst);
+    put(eth, 6, &link.src);
+    put(eth, 12, &ETHERTYPE.to_be_bytes());
+    put(h, off::MAGIC, &MAGIC.to_be_bytes());
+    put(h, off::VERSION, &[VERSION, header.kind.to_u8(), header.flags & flags::ALL, 0]);
+    put(h, off::QUEUE, &header.queue.to_be_bytes());
+    put(h, off::SENDER, &header.sender.to_be_bytes());
+    put(h, off::EPOCH, &header.epoch.to_be_bytes());
+    put(h, off::SEQ, &header.seq.to_be_bytes());
+    put(h, off::ACK, &header.ack.to_be_bytes());
+    put(h, off::LEN, &len.to_be_bytes());
+    put(h, off::RESERVED2, &[0, 0, 0, 0, 0, 0]);
+    let c = checksum(h, payload.get(..usize::from(len)).unwrap_or(&[]));
+    put(h, off::CHECKSUM, &c.to_be_bytes());
+}
+
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(s) = buf.get_mut(at..at.saturating_add(bytes.len())) {
+        s.copy_from_slice(bytes);
     }
 }
 
@@ -396,15 +380,14 @@ mod tests {
     }
 
     #[test]
-    fn rewritten_ack_keeps_the_frame_valid() {
+    fn refinished_frame_stays_valid() {
         let mut out = Vec::new();
         emit(&mut out, LINK, &header(FrameKind::Records), &[5; 100]);
-        rewrite_ack(&mut out, Some(1000));
-        let f = parse(&out, 1500).expect("valid after rewrite");
+        let h = FrameHeader { ack: 1000, ..header(FrameKind::Records) };
+        finish(&mut out, LINK, &h);
+        let f = parse(&out, 1500).expect("valid after finish");
         assert_eq!(f.header.ack(), Some(1000));
-        rewrite_ack(&mut out, None);
-        let f = parse(&out, 1500).expect("valid after rewrite");
-        assert_eq!(f.header.ack(), None);
+        assert_eq!(f.payload, &[5; 100]);
     }
 
     proptest::proptest! {
