@@ -109,7 +109,7 @@ impl World {
             }
         }
         for i in 0..2 {
-            if !(self.lan_up[i] && !self.frozen[i]) {
+            if !self.lan_up[i] || self.frozen[i] {
                 self.reachable_since[i] = Instant::FAR_FUTURE;
             } else if self.reachable_since[i] == Instant::FAR_FUTURE {
                 self.reachable_since[i] = now;
