@@ -2,8 +2,9 @@
 //! virtual time: every record is delivered exactly once and in order, and every confirmation is true
 //! (the receiver had stored the record when the sender was told).
 
-use std::collections::BinaryHeap;
+mod common;
 
+use common::{Faults, Wire};
 use dataplane::time::{Duration, Instant};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -11,54 +12,6 @@ use rand_chacha::ChaCha8Rng;
 use replication::channel::{Channel, ChannelConfig, OfferError};
 use replication::delta::{Direction, HalfProgress, Record};
 use replication::frame::LinkAddrs;
-
-#[derive(Clone, Copy, Debug)]
-struct Faults {
-    loss: f64,
-    dup: f64,
-    corrupt: f64,
-    /// Uniform extra delay on top of `base`, which reorders frames.
-    jitter_us: u64,
-    base_us: u64,
-}
-
-/// Frames in flight one way: ordered by arrival time, then by send order.
-#[derive(Default)]
-struct Wire {
-    q: BinaryHeap<std::cmp::Reverse<(Instant, u64, Vec<u8>)>>,
-    n: u64,
-}
-
-impl Wire {
-    fn send(&mut self, rng: &mut ChaCha8Rng, f: Faults, now: Instant, frame: &[u8], up: bool) {
-        if !up || rng.random_bool(f.loss) {
-            return;
-        }
-        let copies = if rng.random_bool(f.dup) { 2 } else { 1 };
-        for _ in 0..copies {
-            let mut b = frame.to_vec();
-            if rng.random_bool(f.corrupt) {
-                let i = rng.random_range(0..b.len());
-                b[i] ^= 1 << rng.random_range(0..8);
-            }
-            let delay = f.base_us + rng.random_range(0..=f.jitter_us);
-            self.n += 1;
-            self.q.push(std::cmp::Reverse((now + Duration::from_micros(delay), self.n, b)));
-        }
-    }
-
-    fn next_time(&self) -> Instant {
-        self.q.peek().map_or(Instant::FAR_FUTURE, |r| r.0 .0)
-    }
-
-    fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.next_time() <= now {
-            self.q.pop().map(|r| r.0 .2)
-        } else {
-            None
-        }
-    }
-}
 
 fn cfg(box_id: u32, mtu: usize) -> ChannelConfig {
     ChannelConfig {
