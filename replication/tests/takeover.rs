@@ -175,10 +175,8 @@ fn run(seed: u64, faults: Faults) -> usize {
                             p.server_acked = acked;
                         }
                     }
-                    200 => {
-                        if pch.offer(now, &Record::Closed { flow: id }, Token::Nothing).is_ok() {
-                            p.closed = true;
-                        }
+                    200 if pch.offer(now, &Record::Closed { flow: id }, Token::Nothing).is_ok() => {
+                        p.closed = true;
                     }
                     _ => {}
                 }
