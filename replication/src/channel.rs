@@ -450,7 +450,8 @@ impl<T: Copy> Channel<T> {
     }
 
     fn rto_deadline(&self) -> Option<Instant> {
-        let sent = self.unacked.iter().filter_map(|o| o.sent_at).min()?;
+        // Frames already marked for resending do not count: they go out at the next poll_transmit.
+        let sent = self.unacked.iter().filter(|o| !o.needs_resend).filter_map(|o| o.sent_at).min()?;
         Some(sent + self.current_rto())
     }
 

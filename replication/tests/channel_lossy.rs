@@ -60,10 +60,16 @@ struct Outcome {
     virtual_ms: u64,
     retransmitted: u64,
     malformed: u64,
+    srtt: Option<Duration>,
 }
 
 /// Runs `n` records from A to B; panics on any broken promise.
 fn run(seed: u64, n: u64, f: Faults, mtu: usize) -> Outcome {
+    run_lagging(seed, n, f, mtu, 0.3)
+}
+
+/// `lag`: the chance that the receiving application does not take what arrived at a given moment.
+fn run_lagging(seed: u64, n: u64, f: Faults, mtu: usize, lag: f64) -> Outcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let t0 = Instant::from_millis(1);
     let mut a: Channel<u64> = Channel::new(cfg(1, mtu), 1, t0).expect("config");
@@ -90,7 +96,7 @@ fn run(seed: u64, n: u64, f: Faults, mtu: usize) -> Outcome {
             let _ = b.handle_frame(now, &fr);
         }
         // The receiving application sometimes lags behind the channel: confirmations must wait for it.
-        if rng.random_bool(0.7) {
+        if !rng.random_bool(lag) {
             while let Some(batch) = b.poll_deliver(now) {
                 for r in batch {
                     let r = r.expect("delivered batches are valid");
@@ -129,6 +135,7 @@ fn run(seed: u64, n: u64, f: Faults, mtu: usize) -> Outcome {
         virtual_ms: (now - t0).as_millis() as u64,
         retransmitted: a.stats().frames_retransmitted,
         malformed: b.stats().malformed + a.stats().malformed,
+        srtt: a.srtt(),
     }
 }
 
@@ -136,9 +143,12 @@ const CLEAN: Faults = Faults { loss: 0.0, dup: 0.0, corrupt: 0.0, jitter_us: 0, 
 
 #[test]
 fn clean_link_delivers_without_retransmission() {
-    let o = run(1, 5_000, CLEAN, 1500);
+    let o = run_lagging(1, 5_000, CLEAN, 1500, 0.0);
     assert_eq!(o.retransmitted, 0);
     assert_eq!(o.malformed, 0);
+    // 10 µs each way, plus the receiver's delayed ack (20 µs) and flush delay at most.
+    let srtt = o.srtt.expect("measured");
+    assert!(srtt >= Duration::from_micros(20) && srtt <= Duration::from_micros(60), "srtt {srtt:?}");
 }
 
 #[test]
@@ -231,6 +241,36 @@ fn large_data_is_split_and_confirmed_with_its_last_piece() {
     assert!(seqs.len() >= 7);
     assert_eq!(seqs[1], (u32::MAX - 100).wrapping_add((seqs.len() > 1) as u32 * (1500 - 41 - 16)));
     assert_eq!(a.poll_confirmed(), Some(42));
+    assert_eq!(a.poll_confirmed(), None);
+}
+
+#[test]
+fn retransmissions_back_off_exponentially_up_to_rto_max() {
+    let t0 = Instant::ZERO;
+    let c = ChannelConfig {
+        rto_initial: Duration::from_millis(1),
+        rto_max: Duration::from_millis(16),
+        heartbeat_interval: Duration::from_secs(10),
+        ..cfg(1, 1500)
+    };
+    let mut a: Channel<u32> = Channel::new(c, 1, t0).expect("config");
+    a.offer(t0, &Record::Closed { flow: 1 }, 1).expect("room");
+    a.flush();
+    let mut now = t0;
+    let mut sends = Vec::new();
+    // The peer is gone: nothing ever comes back.
+    while now < t0 + Duration::from_millis(100) {
+        while let Some(fr) = a.poll_transmit(now) {
+            if replication::frame::parse(fr, 1500).map(|f| f.header.kind)
+                == Ok(replication::frame::FrameKind::Records)
+            {
+                sends.push(now.as_millis());
+            }
+        }
+        now = a.poll_timeout().max(now + Duration::from_micros(1));
+    }
+    assert_eq!(sends, vec![0, 1, 3, 7, 15, 31, 47, 63, 79, 95]);
+    assert_eq!(a.stats().frames_retransmitted, 9);
     assert_eq!(a.poll_confirmed(), None);
 }
 
