@@ -328,8 +328,7 @@ impl<T: Copy> Channel<T> {
         self.open.len().saturating_sub(PREFIX_LEN)
     }
 
-    /// Whether records of `bytes` encoded bytes in `records` records, `frames` of which may start a new
-    /// frame, fit in the window now.
+    /// Whether `bytes` more encoded bytes, opening up to `frames` new frames, fit in the window now.
     fn fits(&self, bytes: usize, frames: usize) -> bool {
         let open = usize::from(self.open_records > 0);
         self.unacked.len() + open + frames <= self.cfg.window_frames
@@ -503,27 +502,7 @@ impl<T: Copy> Channel<T> {
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
         self.handle_timeout(now);
-        let pick = self
-            .unacked
-            .iter()
-            .position(|o| o.needs_resend)
-            .or_else(|| self.unacked.iter().position(|o| o.sent_at.is_none()));
-        if let Some(i) = pick {
-            let header = self.header(FrameKind::Records, 0);
-            let link = self.cfg.link;
-            let o = self.unacked.get_mut(i)?;
-            if o.sent_at.is_some() {
-                o.retransmitted = true;
-                self.stats.frames_retransmitted += 1;
-            }
-            o.needs_resend = false;
-            o.sent_at = Some(now);
-            frame::finish(&mut o.buf, link, &FrameHeader { seq: o.seq, ..header });
-            self.stats.frames_sent += 1;
-            self.ack_pending = false;
-            self.unacked_deliveries = 0;
-            return self.unacked.get(i).map(|o| o.buf.as_slice());
-        }
+        // A due heartbeat goes first: a busy sender must not look dead to the detector.
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.cfg.heartbeat_interval;
             let (role, flags, flows) = self.status;
@@ -545,6 +524,27 @@ impl<T: Copy> Channel<T> {
             self.ack_pending = false;
             self.unacked_deliveries = 0;
             return Some(&self.scratch);
+        }
+        let pick = self
+            .unacked
+            .iter()
+            .position(|o| o.needs_resend)
+            .or_else(|| self.unacked.iter().position(|o| o.sent_at.is_none()));
+        if let Some(i) = pick {
+            let header = self.header(FrameKind::Records, 0);
+            let link = self.cfg.link;
+            let o = self.unacked.get_mut(i)?;
+            if o.sent_at.is_some() {
+                o.retransmitted = true;
+                self.stats.frames_retransmitted += 1;
+            }
+            o.needs_resend = false;
+            o.sent_at = Some(now);
+            frame::finish(&mut o.buf, link, &FrameHeader { seq: o.seq, ..header });
+            self.stats.frames_sent += 1;
+            self.ack_pending = false;
+            self.unacked_deliveries = 0;
+            return self.unacked.get(i).map(|o| o.buf.as_slice());
         }
         if self.ack_pending && now >= self.ack_due {
             let header = self.header(FrameKind::Ack, self.next_seq);
