@@ -210,6 +210,10 @@ pub struct Channel<T> {
     /// Frames `una..next_seq`, in order.
     unacked: VecDeque<Outgoing>,
     una: u64,
+    /// Frames from this sequence number on have never been sent.
+    next_unsent: u64,
+    /// Frames marked for resending (so `poll_transmit` scans only when there are some).
+    resend_pending: usize,
     window_bytes_used: usize,
     tokens: VecDeque<(u64, T)>,
     confirmed: VecDeque<T>,
@@ -253,6 +257,8 @@ impl<T: Copy> Channel<T> {
             next_seq: 0,
             unacked: VecDeque::with_capacity(cfg.window_frames),
             una: 0,
+            next_unsent: 0,
+            resend_pending: 0,
             window_bytes_used: 0,
             tokens: VecDeque::new(),
             confirmed: VecDeque::new(),
@@ -470,8 +476,9 @@ impl<T: Copy> Channel<T> {
             if now >= deadline {
                 let rto = self.current_rto();
                 for o in self.unacked.iter_mut() {
-                    if o.sent_at.is_some_and(|t| now >= t + rto) {
+                    if !o.needs_resend && o.sent_at.is_some_and(|t| now >= t + rto) {
                         o.needs_resend = true;
+                        self.resend_pending += 1;
                     }
                 }
                 self.stats.rto_expirations += 1;
@@ -525,11 +532,12 @@ impl<T: Copy> Channel<T> {
             self.unacked_deliveries = 0;
             return Some(&self.scratch);
         }
-        let pick = self
-            .unacked
-            .iter()
-            .position(|o| o.needs_resend)
-            .or_else(|| self.unacked.iter().position(|o| o.sent_at.is_none()));
+        let resend =
+            if self.resend_pending > 0 { self.unacked.iter().position(|o| o.needs_resend) } else { None };
+        let unsent = (self.next_unsent < self.next_seq)
+            .then(|| usize::try_from(self.next_unsent.saturating_sub(self.una)).ok())
+            .flatten();
+        let pick = resend.or(unsent);
         if let Some(i) = pick {
             let header = self.header(FrameKind::Records, 0);
             let link = self.cfg.link;
@@ -537,8 +545,13 @@ impl<T: Copy> Channel<T> {
             if o.sent_at.is_some() {
                 o.retransmitted = true;
                 self.stats.frames_retransmitted += 1;
+            } else {
+                self.next_unsent = o.seq + 1;
             }
-            o.needs_resend = false;
+            if o.needs_resend {
+                o.needs_resend = false;
+                self.resend_pending = self.resend_pending.saturating_sub(1);
+            }
             o.sent_at = Some(now);
             frame::finish(&mut o.buf, link, &FrameHeader { seq: o.seq, ..header });
             self.stats.frames_sent += 1;
@@ -636,7 +649,10 @@ impl<T: Copy> Channel<T> {
                 self.dupacks = self.dupacks.saturating_add(1);
                 if self.dupacks == 3 {
                     if let Some(o) = self.unacked.front_mut() {
-                        o.needs_resend = true;
+                        if !o.needs_resend {
+                            o.needs_resend = true;
+                            self.resend_pending += 1;
+                        }
                         self.stats.fast_retransmits += 1;
                     }
                 }
@@ -646,6 +662,9 @@ impl<T: Copy> Channel<T> {
         let mut sample = None;
         while self.unacked.front().is_some_and(|o| o.seq < ack) {
             let Some(o) = self.unacked.pop_front() else { break };
+            if o.needs_resend {
+                self.resend_pending = self.resend_pending.saturating_sub(1);
+            }
             if !o.retransmitted {
                 if let Some(t) = o.sent_at {
                     sample = Some(now.saturating_duration_since(t));
@@ -656,6 +675,7 @@ impl<T: Copy> Channel<T> {
             self.pool.push(o.buf);
         }
         self.una = ack;
+        self.next_unsent = self.next_unsent.max(ack);
         self.dupacks = 0;
         self.backoff = 0;
         if let Some(r) = sample {
