@@ -391,6 +391,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2048,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x88b5),
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), mtu in 0usize..300) {
             let _ = parse(&bytes, mtu);
