@@ -1,7 +1,16 @@
 //! holdfast's replication: how a standby keeps a copy of every connection and takes over.
 //!
-//! - the channel: a sequenced, acknowledged, retransmitting, batching protocol on its own port and queue;
-//! - the wire format of state deltas (flow opened, progress, data, closed) and heartbeats;
-//! - the standby's flow store, the failure detector, takeover and rejoin.
+//! Everything here is sans-IO: frames (byte slices) and time ([`dataplane::time::Instant`]) go in,
+//! frames and deadlines come out; no threads, sockets or system clock.
 //!
-//! Not built yet: see the issue "Replication and failover".
+//! - [`frame`]: the replication frame (EtherType 0x88B5, versioned header, CRC32C);
+//! - [`delta`]: the records carried in a frame (flow opened, progress, data, closed, heartbeat, snapshot);
+//! - [`channel`]: the reliable, sequenced, batching channel per queue, with confirmations to the sender;
+//! - [`store`]: the standby's flow store;
+//! - [`detector`]: the failure detector and the role state machine (epochs, fencing).
+
+pub mod channel;
+pub mod delta;
+pub mod detector;
+pub mod frame;
+pub mod store;
