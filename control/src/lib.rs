@@ -1,3 +1,6 @@
 //! holdfast assembled: configuration, the box runtime (protocol cores, replication, failure detector),
 //! the in-process simulator behind `holdfast demo`, the JSON control socket, and the binaries
 //! `holdfast` (daemon and demo) and `holdfastctl` (control client).
+
+pub mod ctl;
+pub mod stats;
