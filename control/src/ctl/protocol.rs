@@ -531,23 +531,130 @@ pub fn parse_request(line: &[u8]) -> Result<ParsedRequest, RejectedRequest> {
         ));
     }
     let args = match obj.remove("args") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(a @ Value::Object(_)) => a,
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(a)) => a,
         Some(_) => return Err(reject(id, CtlError::invalid_argument("args must be a JSON object"))),
     };
-    let mut tagged = Map::new();
-    tagged.insert("cmd".into(), Value::String(cmd));
-    tagged.insert("args".into(), args);
-    let request: Request = serde_path_to_error::deserialize(Value::Object(tagged)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = if path.is_empty() || path == "." { inner.to_string() } else { format!("{path}: {inner}") };
-        reject(id.clone(), CtlError::invalid_argument(msg))
-    })?;
+    let request = typed_request(&cmd, args).map_err(|e| reject(id.clone(), e))?;
     if let Err(error) = request.validate() {
         return Err(reject(id, error));
     }
     Ok(ParsedRequest { id, request })
+}
+
+fn de<T: serde::de::DeserializeOwned>(prefix: &str, value: Value) -> Result<T, CtlError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        CtlError::invalid_argument(if path.is_empty() || path == "." {
+            format!("{prefix}: {inner}")
+        } else {
+            format!("{prefix}.{path}: {inner}")
+        })
+    })
+}
+
+/// Fields of each `set` param; deserialized one param at a time (rather than through the tagged enum,
+/// which buffers its content and so loses the path) so that errors name the field.
+mod set_fields {
+    use super::*;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct U64 {
+        pub value: u64,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct U32 {
+        pub value: u32,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Policy {
+        pub listener: String,
+        pub policy: AckPolicy,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Backend {
+        pub action: BackendAction,
+        pub listener: String,
+        pub addr: SocketAddrV4,
+        #[serde(default)]
+        pub weight: Option<u32>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Level {
+        pub level: LogLevel,
+    }
+}
+
+/// Every `param` of `set`, as it appears on the wire.
+pub const SET_PARAMS: &[&str] = &[
+    "ack_policy",
+    "heartbeat_interval_ms",
+    "miss_threshold",
+    "batch_size",
+    "flush_deadline_us",
+    "backend",
+    "log_level",
+];
+
+fn typed_set(mut args: Map<String, Value>) -> Result<SetArgs, CtlError> {
+    use set_fields as f;
+    let param = match args.remove("param") {
+        Some(Value::String(p)) => p,
+        Some(_) => return Err(CtlError::invalid_argument("args.param must be a string")),
+        None => {
+            return Err(CtlError::invalid_argument(format!(
+                "missing field `args.param`; one of: {}",
+                SET_PARAMS.join(", ")
+            )))
+        }
+    };
+    let rest = Value::Object(args);
+    Ok(match param.as_str() {
+        "ack_policy" => {
+            let x: f::Policy = de("args", rest)?;
+            SetArgs::AckPolicy { listener: x.listener, policy: x.policy }
+        }
+        "heartbeat_interval_ms" => SetArgs::HeartbeatIntervalMs { value: de::<f::U64>("args", rest)?.value },
+        "miss_threshold" => SetArgs::MissThreshold { value: de::<f::U32>("args", rest)?.value },
+        "batch_size" => SetArgs::BatchSize { value: de::<f::U32>("args", rest)?.value },
+        "flush_deadline_us" => SetArgs::FlushDeadlineUs { value: de::<f::U64>("args", rest)?.value },
+        "backend" => {
+            let x: f::Backend = de("args", rest)?;
+            SetArgs::Backend { action: x.action, listener: x.listener, addr: x.addr, weight: x.weight }
+        }
+        "log_level" => SetArgs::LogLevel { level: de::<f::Level>("args", rest)?.level },
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(CtlError::invalid_argument(format!(
+                "args.param: unknown setting `{shown}`; one of: {}",
+                SET_PARAMS.join(", ")
+            )));
+        }
+    })
+}
+
+/// Deserializes `args` for a known command straight into its argument type, so errors carry the path.
+fn typed_request(cmd: &str, args: Map<String, Value>) -> Result<Request, CtlError> {
+    let v = || Value::Object(args.clone());
+    Ok(match cmd {
+        "status" => Request::Status(de("args", v())?),
+        "stats" => Request::Stats(de("args", v())?),
+        "metrics" => Request::Metrics(de("args", v())?),
+        "flows" => Request::Flows(de("args", v())?),
+        "flow" => Request::Flow(de("args", v())?),
+        "set" => Request::Set(typed_set(args)?),
+        "switchover" => Request::Switchover(de("args", v())?),
+        "drain" => Request::Drain(de("args", v())?),
+        "capture" => Request::Capture(de("args", v())?),
+        other => {
+            return Err(CtlError::new(ErrorCode::UnknownCommand, format!("unknown command `{other}`")));
+        }
+    })
 }
 
 /// One reply line: `ok` with a `result`, or not `ok` with an `error`.
