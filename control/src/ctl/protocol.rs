@@ -531,7 +531,7 @@ pub fn parse_request(line: &[u8]) -> Result<ParsedRequest, RejectedRequest> {
         ));
     }
     let args = match obj.remove("args") {
-        None | Some(Value::Null) => Map::new(),
+        None => Map::new(),
         Some(Value::Object(a)) => a,
         Some(_) => return Err(reject(id, CtlError::invalid_argument("args must be a JSON object"))),
     };
