@@ -147,7 +147,10 @@ fn is_label_name(s: &str) -> bool {
 }
 
 /// Parses `{a="x",b="y"}` with the format's escapes; returns the labels and the rest of the line.
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+type Labels = Vec<(String, String)>;
+type Samples = BTreeMap<(String, Labels), String>;
+
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
     let Some(mut rest) = s.strip_prefix('{') else { return Ok((vec![], s)) };
     let mut labels = vec![];
     loop {
@@ -183,13 +186,13 @@ fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
 }
 
 /// Checks a whole exposition; returns samples by (name, labels).
-fn check_exposition(text: &str) -> BTreeMap<(String, Vec<(String, String)>), String> {
+fn check_exposition(text: &str) -> Samples {
     assert!(text.ends_with('\n'), "exposition ends with a newline");
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut helps = BTreeSet::new();
     let mut finished_families = BTreeSet::new();
     let mut current: Option<String> = None;
-    let mut samples: BTreeMap<(String, Vec<(String, String)>), String> = BTreeMap::new();
+    let mut samples: Samples = BTreeMap::new();
     let family_of = |name: &str, types: &BTreeMap<String, String>| -> String {
         for suffix in ["_sum", "_count"] {
             if let Some(base) = name.strip_suffix(suffix) {
@@ -239,7 +242,7 @@ fn check_exposition(text: &str) -> BTreeMap<(String, Vec<(String, String)>), Str
         let (labels, rest) = parse_labels(&line[name_end..]).unwrap_or_else(|e| panic!("{line}: {e}"));
         let mut fields = rest.trim_start().split(' ');
         let value = fields.next().unwrap();
-        assert!(fields.next().is_none_or_timestamp(), "{line}");
+        assert!(absent_or_timestamp(fields.next()), "{line}");
         assert!(
             value.parse::<f64>().is_ok() || ["NaN", "+Inf", "-Inf"].contains(&value),
             "value {value:?} in {line}"
@@ -287,20 +290,11 @@ fn check_exposition(text: &str) -> BTreeMap<(String, Vec<(String, String)>), Str
     samples
 }
 
-trait TimestampOk {
-    fn is_none_or_timestamp(self) -> bool;
-}
-impl TimestampOk for Option<&str> {
-    fn is_none_or_timestamp(self) -> bool {
-        self.map_or(true, |t| t.parse::<i64>().is_ok())
-    }
+fn absent_or_timestamp(field: Option<&str>) -> bool {
+    field.map_or(true, |t| t.parse::<i64>().is_ok())
 }
 
-fn sample(
-    s: &BTreeMap<(String, Vec<(String, String)>), String>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> String {
+fn sample(s: &Samples, name: &str, labels: &[(&str, &str)]) -> String {
     let mut key: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     key.sort();
     s.get(&(name.to_string(), key)).unwrap_or_else(|| panic!("no sample {name} {labels:?}")).clone()
