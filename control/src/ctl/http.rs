@@ -146,14 +146,34 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// Closing a TCP socket with unread input sends RST, which can destroy the response before the client
+/// reads it; so half-close, then discard what the client still sends, bounded in bytes and time.
+fn close_gracefully(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    let mut budget = 256 * 1024usize;
+    while budget > 0 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => budget = budget.saturating_sub(n),
+        }
+    }
+}
+
 fn serve(mut stream: TcpStream, metrics: &(dyn Fn() -> String + Send + Sync)) {
+    respond(&mut stream, metrics);
+    close_gracefully(stream);
+}
+
+fn respond(stream: &mut TcpStream, metrics: &(dyn Fn() -> String + Send + Sync)) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let mut buf = Vec::with_capacity(512);
-    let end = match read_head(&mut stream, &mut buf) {
+    let end = match read_head(stream, &mut buf) {
         Head::Complete(end) => end,
         Head::TooLarge => {
             let _ = write_response(
-                &mut stream,
+                stream,
                 "431 Request Header Fields Too Large",
                 "text/plain",
                 b"too large\n",
@@ -170,20 +190,20 @@ fn serve(mut stream: TcpStream, metrics: &(dyn Fn() -> String + Send + Sync)) {
     let (method, target, version) = (parts.next(), parts.next(), parts.next());
     let well_formed = parts.next().is_none() && version.is_some_and(|v| v.starts_with("HTTP/1."));
     let (Some(method), Some(target), true) = (method, target, well_formed) else {
-        let _ = write_response(&mut stream, "400 Bad Request", "text/plain", b"bad request\n", true);
+        let _ = write_response(stream, "400 Bad Request", "text/plain", b"bad request\n", true);
         return;
     };
     let path = target.split('?').next().unwrap_or(target);
     let result = match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             let text = metrics();
-            write_response(&mut stream, "200 OK", PROMETHEUS_CONTENT_TYPE, text.as_bytes(), method == "GET")
+            write_response(stream, "200 OK", PROMETHEUS_CONTENT_TYPE, text.as_bytes(), method == "GET")
         }
         ("GET" | "HEAD", _) => {
-            write_response(&mut stream, "404 Not Found", "text/plain", b"not found\n", method == "GET")
+            write_response(stream, "404 Not Found", "text/plain", b"not found\n", method == "GET")
         }
         _ => {
-            write_response(&mut stream, "405 Method Not Allowed", "text/plain", b"method not allowed\n", true)
+            write_response(stream, "405 Method Not Allowed", "text/plain", b"method not allowed\n", true)
         }
     };
     let _ = result;
