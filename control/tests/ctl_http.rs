@@ -12,7 +12,8 @@ use std::time::Duration;
 fn server() -> (MetricsHttpServer, Arc<StatsRegistry>) {
     let reg = Arc::new(StatsRegistry::new(StatsLayout { cores: 1, listeners: vec!["web".into()] }).unwrap());
     let r = Arc::clone(&reg);
-    let srv = MetricsHttpServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(move || r.prometheus_text())).unwrap();
+    let srv = MetricsHttpServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(move || r.prometheus_text()))
+        .unwrap();
     (srv, reg)
 }
 

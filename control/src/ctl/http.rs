@@ -202,9 +202,7 @@ fn respond(stream: &mut TcpStream, metrics: &(dyn Fn() -> String + Send + Sync))
         ("GET" | "HEAD", _) => {
             write_response(stream, "404 Not Found", "text/plain", b"not found\n", method == "GET")
         }
-        _ => {
-            write_response(stream, "405 Method Not Allowed", "text/plain", b"method not allowed\n", true)
-        }
+        _ => write_response(stream, "405 Method Not Allowed", "text/plain", b"method not allowed\n", true),
     };
     let _ = result;
 }

@@ -114,14 +114,16 @@ fn render_object(out: &mut String, title: Option<&str>, map: &Map<String, Value>
     for (k, v) in &scalars {
         let _ = writeln!(out, "{k:<width$}  {}", scalar(v));
     }
-    for (k, v) in map {
-        if is_section(v) {
-            let t = match title {
-                Some(t) => format!("{t}.{k}"),
-                None => k.clone(),
-            };
-            render_value(out, Some(&t), v);
-        }
+    // Sections in the order an operator looks for them; others after, as they come.
+    const ORDER: &[&str] = &["ports", "listeners", "latency", "cores"];
+    let mut sections: Vec<(&String, &Value)> = map.iter().filter(|(_, v)| is_section(v)).collect();
+    sections.sort_by_key(|(k, _)| ORDER.iter().position(|o| o == k).unwrap_or(ORDER.len()));
+    for (k, v) in sections {
+        let t = match title {
+            Some(t) => format!("{t}.{k}"),
+            None => k.clone(),
+        };
+        render_value(out, Some(&t), v);
     }
 }
 
@@ -138,6 +140,30 @@ fn table(out: &mut String, rows: &[(Option<String>, &Map<String, Value>)]) {
     let mut columns: Vec<String> = Vec::new();
     if rows.iter().any(|(name, _)| name.is_some()) {
         columns.push("name".into());
+    }
+    // JSON objects arrive with sorted keys; identifying columns read best on the left.
+    const FIRST: &[&str] = &[
+        "id",
+        "core",
+        "port",
+        "listener",
+        "state",
+        "rx_packets",
+        "rx_bytes",
+        "tx_packets",
+        "tx_bytes",
+        "count",
+        "min",
+        "p50",
+        "p90",
+        "p99",
+        "p99_9",
+        "max",
+    ];
+    for first in FIRST {
+        if rows.iter().any(|(_, row)| row.contains_key(*first)) {
+            columns.push((*first).to_string());
+        }
     }
     for (_, row) in rows {
         for k in row.keys() {
