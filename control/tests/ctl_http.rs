@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use control::ctl::http::{MetricsHttpServer, MAX_HEAD_BYTES};
+use control::ctl::http::{MetricsHttpServer, MAX_CONNECTIONS, MAX_HEAD_BYTES};
 use control::stats::{Port, PortCounter, StatsLayout, StatsRegistry};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -73,4 +73,24 @@ fn a_silent_client_does_not_block_scrapes() {
     let mut out = String::new();
     half.read_to_string(&mut out).unwrap();
     assert_eq!(out, "");
+}
+
+#[test]
+fn connections_over_the_bound_get_503_and_the_bound_frees_up() {
+    let (srv, _reg) = server();
+    let silent: Vec<TcpStream> =
+        (0..MAX_CONNECTIONS).map(|_| TcpStream::connect(srv.local_addr()).unwrap()).collect();
+    let r = exchange(&srv, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    drop(silent);
+    // Each silent connection's thread ends at EOF (or its I/O timeout); then scrapes work again.
+    let mut served = false;
+    for _ in 0..200 {
+        if exchange(&srv, b"GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(served);
 }

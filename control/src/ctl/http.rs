@@ -40,21 +40,30 @@ impl MetricsHttpServer {
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&stopping);
+        // Refusals go to one thread of their own: a graceful close takes a moment, which the acceptor
+        // must not spend, and a thread per refusal would undo the bound. If it falls behind, refused
+        // connections are simply closed.
+        let (refuse_tx, refuse_rx) = std::sync::mpsc::sync_channel::<TcpStream>(MAX_CONNECTIONS);
+        thread::Builder::new().name("ctl-metrics-busy".into()).spawn(move || {
+            for mut stream in refuse_rx {
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+                let _ = write_response(&mut stream, "503 Service Unavailable", "text/plain", b"busy\n", true);
+                close_gracefully(stream);
+            }
+        })?;
         let acceptor = thread::Builder::new().name("ctl-metrics".into()).spawn(move || {
             let active = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
                 if stop.load(Ordering::Acquire) {
                     break;
                 }
-                let Ok(mut stream) = conn else {
+                let Ok(stream) = conn else {
                     thread::sleep(Duration::from_millis(50));
                     continue;
                 };
                 if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
                     active.fetch_sub(1, Ordering::AcqRel);
-                    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-                    let _ =
-                        write_response(&mut stream, "503 Service Unavailable", "text/plain", b"busy\n", true);
+                    let _ = refuse_tx.try_send(stream);
                     continue;
                 }
                 let metrics = Arc::clone(&metrics);
