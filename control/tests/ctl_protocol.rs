@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 use control::ctl::protocol::{
-    limits, parse_request, AckPolicy, BackendAction, CaptureArgs, FlowsArgs, PeerFilter, PortName, Reply,
-    Request, SetArgs, COMMANDS, SET_PARAMS,
+    limits, parse_request, AckPolicy, BackendAction, CaptureArgs, FlowPhase, FlowsArgs, PeerFilter, PortName,
+    Reply, Request, SetArgs, COMMANDS, SET_PARAMS,
 };
 use serde_json::{json, Value};
 use std::net::SocketAddrV4;
@@ -286,4 +286,23 @@ fn peer_filter_matches_address_or_exact_endpoint() {
     let c: SocketAddrV4 = "198.18.0.11:40000".parse().unwrap();
     assert!(ip_only.matches(a) && ip_only.matches(b) && !ip_only.matches(c));
     assert!(exact.matches(a) && !exact.matches(b) && !exact.matches(c));
+}
+
+#[test]
+fn flows_filters_combine_with_and() {
+    let client: SocketAddrV4 = "198.18.0.10:40000".parse().unwrap();
+    let backend: SocketAddrV4 = "198.19.0.2:80".parse().unwrap();
+    let peers = [client, backend];
+    let all = FlowsArgs::default();
+    assert!(all.matches("web", FlowPhase::Opening, &peers));
+    let f = FlowsArgs {
+        listener: Some("web".into()),
+        state: Some(FlowPhase::Established),
+        peer: Some(PeerFilter::try_from("198.19.0.2".to_string()).unwrap()),
+        limit: 10,
+    };
+    assert!(f.matches("web", FlowPhase::Established, &peers));
+    assert!(!f.matches("db", FlowPhase::Established, &peers));
+    assert!(!f.matches("web", FlowPhase::Closing, &peers));
+    assert!(!f.matches("web", FlowPhase::Established, &[client]));
 }

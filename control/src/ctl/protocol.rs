@@ -193,6 +193,16 @@ impl Default for FlowsArgs {
     }
 }
 
+impl FlowsArgs {
+    /// Whether a flow passes the filters (all that are set); `peers` are its client and backend
+    /// addresses. The box applies this while walking its tables and stops at `limit` matches.
+    pub fn matches(&self, listener: &str, phase: FlowPhase, peers: &[SocketAddrV4]) -> bool {
+        self.listener.as_deref().map_or(true, |l| l == listener)
+            && self.state.map_or(true, |s| s == phase)
+            && self.peer.map_or(true, |p| peers.iter().any(|&a| p.matches(a)))
+    }
+}
+
 /// `flow`: one flow by the id that `flows` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
