@@ -290,3 +290,27 @@ fn pipelined_requests_are_answered_in_order_and_a_final_unterminated_line_too() 
     assert_eq!(c.line().unwrap()["id"], json!("last"));
     assert!(c.line().is_none());
 }
+
+#[test]
+fn missing_parent_directory_is_created_and_long_paths_are_handled() {
+    let s = Scratch::new("paths");
+    let nested = s.0.join("run").join("holdfast").join("ctl.sock");
+    let server = start(ServerConfig::new(&nested), Arc::new(FixedHandler::default()));
+    assert_eq!(std::fs::metadata(&nested).unwrap().permissions().mode() & 0o777, 0o600);
+    server.shutdown();
+    // A path near the 107-byte limit, where the private-directory detour would not fit.
+    let base = s.0.to_str().unwrap().len() + 1;
+    let name = "x".repeat(107 - base);
+    let long = s.0.join(&name);
+    assert_eq!(long.as_os_str().len(), 107);
+    let server = start(ServerConfig::new(&long), Arc::new(FixedHandler::default()));
+    assert_eq!(std::fs::metadata(&long).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut c = Conn::open(&long);
+    assert_eq!(c.request(r#"{"id":1,"cmd":"status"}"#)["ok"], json!(true));
+    drop(c);
+    server.shutdown();
+    let too_long = s.0.join("y".repeat(108 - base));
+    let err =
+        ControlServer::start(ServerConfig::new(&too_long), Arc::new(FixedHandler::default())).unwrap_err();
+    assert!(matches!(err, ServerError::PathTooLong(_)), "{err}");
+}

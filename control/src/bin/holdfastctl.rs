@@ -8,6 +8,7 @@ use control::ctl::protocol::{
     PeerFilter, PortName, Request, SetArgs, SwitchoverArgs, DEFAULT_FLOWS_LIMIT,
 };
 use control::ctl::{render::render, Client};
+use std::io::Write;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -261,17 +262,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNREACHABLE);
         }
     };
+    // Written with errors ignored: `holdfastctl flows | head` closing the pipe is not a failure.
+    let mut out = std::io::stdout().lock();
     if cli.json {
-        println!("{}", serde_json::to_string(&reply).unwrap_or_default());
+        let _ = writeln!(out, "{}", serde_json::to_string(&reply).unwrap_or_default());
     } else if let Some(err) = &reply.error {
         eprintln!("holdfastctl: {} failed: {} ({})", request.name(), err.message, err.code);
     } else {
         let text = render(request.name(), reply.result.as_ref().unwrap_or(&serde_json::Value::Null));
-        print!("{text}");
+        let _ = out.write_all(text.as_bytes());
         if !text.ends_with('\n') {
-            println!();
+            let _ = writeln!(out);
         }
     }
+    let _ = out.flush();
     if reply.ok {
         ExitCode::SUCCESS
     } else {

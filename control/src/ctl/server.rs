@@ -69,6 +69,8 @@ pub enum ServerError {
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; refusing to remove it")]
     NotASocket(PathBuf),
+    #[error("socket path {0} is longer than the 107 bytes a Unix socket address holds")]
+    PathTooLong(PathBuf),
     #[error("group `{0}` not found in /etc/group")]
     UnknownGroup(String),
     #[error("{what} {path}: {source}")]
@@ -213,29 +215,50 @@ fn resolve_group(group: &str) -> Result<u32, ServerError> {
         .ok_or_else(|| ServerError::UnknownGroup(group.to_string()))
 }
 
+/// `sockaddr_un.sun_path` holds 108 bytes including the terminating NUL.
+const SUN_PATH_MAX: usize = 107;
+
+fn set_access(sock: &Path, gid: Option<u32>) -> Result<(), ServerError> {
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(sock, None, Some(gid)).map_err(io_err("chown", sock))?;
+    }
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", sock))
+}
+
 /// Binds inside a fresh 0700 directory, sets mode and group there, then renames into place: the socket
-/// is never reachable with the process umask's permissions, not even for an instant.
+/// is never reachable with the process umask's permissions, not even for an instant. Only when that
+/// detour would exceed the socket path limit does it bind in place and chmod right after.
 fn bind_socket(config: &ServerConfig) -> Result<UnixListener, ServerError> {
     let path = config.path.as_path();
+    if path.as_os_str().len() > SUN_PATH_MAX {
+        return Err(ServerError::PathTooLong(path.to_path_buf()));
+    }
     let gid = config.group.as_deref().map(resolve_group).transpose()?;
     remove_stale(path)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    std::fs::create_dir_all(&parent).map_err(io_err("creating directory", &parent))?;
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     let private =
         parent.join(format!(".hfctl.{}.{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
-    std::fs::DirBuilder::new().mode(0o700).create(&private).map_err(io_err("creating", &private))?;
     let tmp = private.join("s");
+    if tmp.as_os_str().len() > SUN_PATH_MAX {
+        let listener = UnixListener::bind(path).map_err(io_err("binding", path))?;
+        return match set_access(path, gid) {
+            Ok(()) => Ok(listener),
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        };
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&private).map_err(io_err("creating", &private))?;
     let result = (|| {
         let listener = UnixListener::bind(&tmp).map_err(io_err("binding", &tmp))?;
-        if let Some(gid) = gid {
-            std::os::unix::fs::chown(&tmp, None, Some(gid)).map_err(io_err("chown", &tmp))?;
-        }
-        let mode = if gid.is_some() { 0o660 } else { 0o600 };
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-            .map_err(io_err("chmod", &tmp))?;
+        set_access(&tmp, gid)?;
         std::fs::rename(&tmp, path).map_err(io_err("moving socket into place at", path))?;
         Ok(listener)
     })();
