@@ -1,7 +1,10 @@
 //! holdfast assembled: configuration, the box runtime (protocol cores, replication, failure detector),
 //! the in-process simulator behind `holdfast demo`, the JSON control socket, and the binaries
 //! `holdfast` (daemon and demo) and `holdfastctl` (control client).
+
 pub mod apps;
+pub mod config;
+pub mod ctl;
 pub mod runtime;
 pub mod sim;
-pub mod config;
+pub mod stats;
