@@ -106,6 +106,7 @@ pub(crate) fn segment_error_name(e: crate::tcp::SegmentError) -> &'static str {
         SegmentError::NoAck => "no_ack",
         SegmentError::Handshake => "handshake",
         SegmentError::TimeWaitSyn => "time_wait_syn",
+        SegmentError::TimeWaitRst => "time_wait_rst",
     }
 }
 
