@@ -121,7 +121,10 @@ fn print_report(r: &Report) {
         "  ack gate: {} moments where a client held an ACK for a byte the backend did not have",
         r.invariant1_violations
     );
-    println!("  longest stall seen by a client: {} ms; frames the links dropped: {}", r.stall_ms, r.frames_lost_by_links);
+    println!(
+        "  longest stall seen by a client: {} ms; frames the links dropped: {}",
+        r.stall_ms, r.frames_lost_by_links
+    );
     for n in &r.notes {
         println!("  note: {n}");
     }

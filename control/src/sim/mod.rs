@@ -62,7 +62,7 @@ impl Scenario {
             },
             time_limit: Duration::from_secs(120),
             max_flows: 4096,
-            peer_buffer: 64 * 1024,
+            peer_buffer: 256 * 1024,
         }
     }
 }
@@ -157,9 +157,9 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     let clock = VirtualClock::new(Instant::ZERO);
     let pool = Pool::new(1 << 16, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).map_err(SimError::Pool)?;
 
-    let (mut client_lan, _client_ctl) =
-        mem::switch(&pool, &MemConfig::new("client-lan", sc.seed), sc.client_hosts + 1);
-    let (mut server_lan, _server_ctl) = mem::switch(&pool, &MemConfig::new("server-lan", sc.seed ^ 0xabcd), 2);
+    let lan = |name: &str, seed: u64| MemConfig { queue_len: 8192, ..MemConfig::new(name, seed) };
+    let (mut client_lan, _client_ctl) = mem::switch(&pool, &lan("client-lan", sc.seed), sc.client_hosts + 1);
+    let (mut server_lan, _server_ctl) = mem::switch(&pool, &lan("server-lan", sc.seed ^ 0xabcd), 2);
     for p in client_lan.iter_mut().chain(server_lan.iter_mut()) {
         p.set_faults(sc.faults);
     }
@@ -183,10 +183,25 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     let mut clients: Vec<ClientHost<MemPort>> = Vec::new();
     for (i, port) in client_lan.into_iter().enumerate() {
         let ip = Ipv4Addr::new(198, 18, 1, 10 + i as u8);
-        let mut host = ClientHost::new(SmolHost::new(port, mac(20 + i as u8, 1), ip, 24, sc.seed ^ (100 + i as u64), clock.now()));
+        let mut host = ClientHost::new(SmolHost::new(
+            port,
+            mac(20 + i as u8, 1),
+            ip,
+            24,
+            sc.seed ^ (100 + i as u64),
+            clock.now(),
+        ));
         for j in 0..sc.conns_per_host {
             let id = (i * sc.conns_per_host + j) as u32;
-            host.connect(VIP, SERVICE_PORT, 40_000 + j as u16, id, sc.bytes_per_conn, sc.peer_buffer, clock.now());
+            host.connect(
+                VIP,
+                SERVICE_PORT,
+                40_000 + j as u16,
+                id,
+                sc.bytes_per_conn,
+                sc.peer_buffer,
+                clock.now(),
+            );
         }
         clients.push(host);
     }
@@ -229,7 +244,11 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         }
         if last_progress.elapsed() >= std::time::Duration::from_millis(500) {
             last_progress = std::time::Instant::now();
-            let complete = clients.iter().flat_map(|h| h.conns.iter()).filter(|c| c.outcome == Outcome::Complete).count();
+            let complete = clients
+                .iter()
+                .flat_map(|h| h.conns.iter())
+                .filter(|c| c.outcome == Outcome::Complete)
+                .count();
             let echoed: u64 = clients.iter().flat_map(|h| h.conns.iter()).map(|c| c.echo.report().good).sum();
             progress(&format!(
                 "  t={:>7.3}s virtual  {complete}/{total_conns} connections done  {:.1} MB echoed",
@@ -251,7 +270,13 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
                 let s = c.host.sockets.get::<smoltcp::socket::tcp::Socket>(conn.handle);
                 eprintln!(
                     "client {} {:?} written={} acked={} echo_good={} sendq={} recvq={}",
-                    conn.local_port, s.state(), conn.written, conn.acked, conn.echo.report().good, s.send_queue(), s.recv_queue()
+                    conn.local_port,
+                    s.state(),
+                    conn.written,
+                    conn.acked,
+                    conn.echo.report().good,
+                    s.send_queue(),
+                    s.recv_queue()
                 );
             }
         }
@@ -274,10 +299,22 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     let frames_lost_by_links = pool_loss_note(&clients, &backend);
     let mut notes = Vec::new();
     if complete < conns.len() {
-        notes.push(format!("{} connections did not finish within {:?} of virtual time", conns.len() - complete, sc.time_limit));
+        notes.push(format!(
+            "{} connections did not finish within {:?} of virtual time",
+            conns.len() - complete,
+            sc.time_limit
+        ));
     }
-    notes.push("no standby attached: this run shows the relay and the ack gate; failover arrives with replication".into());
-    let pass = complete == conns.len() && broken == 0 && bytes_lost == 0 && backend_bad == 0 && echo_bad == 0 && violations == 0;
+    notes.push(
+        "no standby attached: this run shows the relay and the ack gate; failover arrives with replication"
+            .into(),
+    );
+    let pass = complete == conns.len()
+        && broken == 0
+        && bytes_lost == 0
+        && backend_bad == 0
+        && echo_bad == 0
+        && violations == 0;
     Ok(Report {
         verdict: if pass { "pass" } else { "fail" },
         policy: sc.policy.to_string(),

@@ -35,7 +35,14 @@ pub struct PortDevice<P> {
 impl<P: Port> PortDevice<P> {
     pub fn new(port: P) -> Self {
         let mtu = port.info().mtu + 14;
-        PortDevice { port, rx: VecDeque::new(), rx_batch: Vec::new(), tx_batch: Vec::new(), now: Instant::ZERO, mtu }
+        PortDevice {
+            port,
+            rx: VecDeque::new(),
+            rx_batch: Vec::new(),
+            tx_batch: Vec::new(),
+            now: Instant::ZERO,
+            mtu,
+        }
     }
 
     pub fn port_mut(&mut self) -> &mut P {
@@ -126,7 +133,8 @@ impl<P: Port> SmolHost<P> {
         let mut iface = Interface::new(config, &mut device, smol_now(now));
         iface.update_ip_addrs(|addrs| {
             let o = ip.octets();
-            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::new(o[0], o[1], o[2], o[3])), prefix));
+            let _ =
+                addrs.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::new(o[0], o[1], o[2], o[3])), prefix));
         });
         SmolHost { iface, device, sockets: SocketSet::new(Vec::new()) }
     }
@@ -201,7 +209,16 @@ impl<P: Port> ClientHost<P> {
     }
 
     /// Opens a connection to `vip:port` carrying a stream of `len` bytes with id `id`.
-    pub fn connect(&mut self, vip: Ipv4Addr, port: u16, local_port: u16, id: u32, len: u64, buffer: usize, now: Instant) {
+    pub fn connect(
+        &mut self,
+        vip: Ipv4Addr,
+        port: u16,
+        local_port: u16,
+        id: u32,
+        len: u64,
+        buffer: usize,
+        now: Instant,
+    ) {
         let handle = self.host.add_socket(buffer);
         let o = vip.octets();
         let remote = (IpAddress::Ipv4(Ipv4Address::new(o[0], o[1], o[2], o[3])), port);
@@ -245,7 +262,10 @@ impl<P: Port> ClientHost<P> {
                 work = true;
             }
             c.acked = c.written.saturating_sub(s.send_queue() as u64);
-            if c.writer.is_done() && !c.closed_send && s.send_queue() == 0 {
+            // Close only once the whole echo is back: the backend then has nothing in flight when the
+            // FIN reaches it (smoltcp 0.12 stops its retransmission timer when a FIN arrives, so data
+            // lost in flight at that moment would never be resent — a peer bug the demo steers around).
+            if c.writer.is_done() && !c.closed_send && s.send_queue() == 0 && c.echo.is_complete() {
                 s.close();
                 c.closed_send = true;
                 work = true;
@@ -262,7 +282,11 @@ impl<P: Port> ClientHost<P> {
             }
             match s.state() {
                 tcp::State::Closed | tcp::State::TimeWait => {
-                    c.outcome = if c.echo.is_complete() && c.closed_send { Outcome::Complete } else { Outcome::Broken };
+                    c.outcome = if c.echo.is_complete() && c.closed_send {
+                        Outcome::Complete
+                    } else {
+                        Outcome::Broken
+                    };
                     work = true;
                 }
                 _ => {}
@@ -294,7 +318,14 @@ pub struct BackendHost<P> {
 
 impl<P: Port> BackendHost<P> {
     pub fn new(host: SmolHost<P>, port: u16, listeners: usize, buffer: usize) -> Self {
-        let mut b = BackendHost { host, port, buffer, conns: Vec::new(), finished: Vec::new(), buf: vec![0; 16 * 1024] };
+        let mut b = BackendHost {
+            host,
+            port,
+            buffer,
+            conns: Vec::new(),
+            finished: Vec::new(),
+            buf: vec![0; 16 * 1024],
+        };
         for _ in 0..listeners {
             b.add_listener();
         }
@@ -304,7 +335,13 @@ impl<P: Port> BackendHost<P> {
     fn add_listener(&mut self) {
         let handle = self.host.add_socket(self.buffer);
         let _ = self.host.sockets.get_mut::<tcp::Socket>(handle).listen(self.port);
-        self.conns.push(BackendConn { handle, reader: StreamReader::new(), echo: VecDeque::new(), received: 0, closed: false });
+        self.conns.push(BackendConn {
+            handle,
+            reader: StreamReader::new(),
+            echo: VecDeque::new(),
+            received: 0,
+            closed: false,
+        });
     }
 
     /// Bytes each stream id has delivered to this backend so far (read plus waiting in the socket).
@@ -338,7 +375,7 @@ impl<P: Port> BackendHost<P> {
                 c.echo.drain(..n);
                 work = true;
             }
-            while c.echo.len() < 64 * 1024 && s.can_recv() {
+            while c.echo.len() < 4 << 20 && s.can_recv() {
                 let Ok(n) = s.recv_slice(&mut self.buf) else { break };
                 if n == 0 {
                     break;
@@ -377,8 +414,28 @@ impl<P: Port> BackendHost<P> {
             let s = self.host.sockets.get::<tcp::Socket>(c.handle);
             if c.received > 0 || s.state() != tcp::State::Listen {
                 out.push_str(&format!(
-                    "[{:?} received={} echo_pending={} sendq={} recvq={} {:?}] ",
-                    s.state(), c.received, c.echo.len(), s.send_queue(), s.recv_queue(), c.reader.report()
+                    "\n  [{:?} {:?} received={} echo_pending={} sendq={} recvq={} {:?}] {} ",
+                    s.remote_endpoint(),
+                    s.state(),
+                    c.received,
+                    c.echo.len(),
+                    s.send_queue(),
+                    s.recv_queue(),
+                    c.reader.report(),
+                    if s.state() == tcp::State::CloseWait {
+                        format!("{s:?}")
+                            .split(", ")
+                            .filter(|x| {
+                                x.contains("remote_")
+                                    || x.contains("local_seq")
+                                    || x.contains("timer")
+                                    || x.contains("max_seq")
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
         }
@@ -387,6 +444,10 @@ impl<P: Port> BackendHost<P> {
 
     /// Reports of the streams still open at the backend.
     pub fn open_reports(&self) -> Vec<(super::stream::StreamReport, u64)> {
-        self.conns.iter().filter(|c| !c.closed && c.received > 0).map(|c| (c.reader.report().clone(), c.received)).collect()
+        self.conns
+            .iter()
+            .filter(|c| !c.closed && c.received > 0)
+            .map(|c| (c.reader.report().clone(), c.received))
+            .collect()
     }
 }

@@ -19,8 +19,7 @@ use crate::tcp::{self, Connection, Event, SegmentError, State};
 use crate::time::Instant;
 use crate::wire::{
     build_arp_frame, build_icmp_frame, build_tcp_frame, parse_frame_with, ArpOperation, ArpRepr,
-    EthernetAddress, FrameHeader, FramePayload, Ipv4Address, Ipv4Payload, TcpFlags, TcpOptions,
-    TcpRepr,
+    EthernetAddress, FrameHeader, FramePayload, Ipv4Address, Ipv4Payload, TcpFlags, TcpOptions, TcpRepr,
 };
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::{BTreeMap, VecDeque};
@@ -62,7 +61,6 @@ pub struct ClientStats {
 fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
     *map.entry(what).or_insert(0) += 1;
 }
-
 
 enum Phase {
     /// The SYN waits for core B to connect to the backend.
@@ -134,7 +132,9 @@ pub enum CoreError {
     Pool(usize, crate::balance::PoolError),
     #[error("listeners[{0}]: policy app needs an application, and no application was given")]
     NoApplication(usize),
-    #[error("listeners[{0}]: policy replica needs a standby and replication, which this build does not have yet")]
+    #[error(
+        "listeners[{0}]: policy replica needs a standby and replication, which this build does not have yet"
+    )]
     ReplicaUnsupported(usize),
     #[error("flow table: {0}")]
     Table(#[from] crate::flow::CapacityError),

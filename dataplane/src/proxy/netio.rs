@@ -45,7 +45,13 @@ pub struct NetIo<P> {
 impl<P: Port> NetIo<P> {
     pub fn new(port: P, burst: usize) -> Self {
         let burst = burst.clamp(1, 1024);
-        NetIo { port, rx: Vec::with_capacity(burst), tx: Vec::with_capacity(burst), burst, stats: IoStats::default() }
+        NetIo {
+            port,
+            rx: Vec::with_capacity(burst),
+            tx: Vec::with_capacity(burst),
+            burst,
+            stats: IoStats::default(),
+        }
     }
 
     /// Receives one burst; the caller hands the vector back with [`NetIo::recycle`] when done with it.

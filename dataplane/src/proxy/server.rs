@@ -176,7 +176,7 @@ impl<P: Port> ServerCore<P> {
             out.push_str(&format!(
                 "B {:?} {}:{} s2c_sent={} s2c_done={} c2s_backlog={} c2s_told={} fin_fwd={} c2s_fin={} timer={:?} | {:?} snd_una={} snd_max={} rcv_nxt={} ack_sent={} limit={:?} recv_avail={} sendq={} counters={:?}\n",
                 id, key.backend, key.snat_port, f.s2c_sent, f.s2c_done, f.c2s_backlog.len(), f.c2s_acked_told, f.fin_forwarded, f.c2s_fin, f.timer,
-                c.state(), c.snd_una(), c.snd_max(), c.rcv_nxt(), c.ack_sent(), c.ack_limit(), c.recv_available(), c.send_queue_len(), c.counters()
+                c.state(), c.snd_una(), c.snd_max(), c.rcv_nxt(), c.ack_sent(), c.ack_limit(), c.recv_available(), c.send_queue_len(), (c.poll_timeout(), c.snd_wnd(), c.cwnd(), c.rto(), c.counters().timeouts, c.counters().window_probes, c.counters().retransmitted_segs)
             ));
         }
         out
@@ -275,7 +275,8 @@ impl<P: Port> ServerCore<P> {
             if let Some(reply) = reply {
                 let mut events = Vec::new();
                 for (li, checker) in self.health.iter_mut().enumerate() {
-                    if let Some(ev) = checker.as_mut().and_then(|c| c.on_reply(backend, seg.dst_port, reply)) {
+                    if let Some(ev) = checker.as_mut().and_then(|c| c.on_reply(backend, seg.dst_port, reply))
+                    {
                         events.push((li, ev));
                     }
                 }
@@ -295,7 +296,14 @@ impl<P: Port> ServerCore<P> {
         }
     }
 
-    fn send_rst(&mut self, now: Instant, mac: EthernetAddress, to: SocketAddrV4, port: u16, seg: &TcpRepr<'_>) {
+    fn send_rst(
+        &mut self,
+        now: Instant,
+        mac: EthernetAddress,
+        to: SocketAddrV4,
+        port: u16,
+        seg: &TcpRepr<'_>,
+    ) {
         let (seq, ack, flags) = if seg.flags.contains(TcpFlags::ACK) {
             (seg.ack, 0, TcpFlags::RST)
         } else {
@@ -424,7 +432,14 @@ impl<P: Port> ServerCore<P> {
         }
     }
 
-    fn open(&mut self, now: Instant, client_flow: u64, backend: SocketAddrV4, client_mss: u16, policy: AckPolicy) {
+    fn open(
+        &mut self,
+        now: Instant,
+        client_flow: u64,
+        backend: SocketAddrV4,
+        client_mss: u16,
+        policy: AckPolicy,
+    ) {
         let snat_ip = self.cfg.snat.octets();
         let port = match self.snat.allocate(snat_ip, backend, now) {
             Ok(p) => p,
@@ -658,7 +673,6 @@ impl<P: Port> ServerCore<P> {
         self.arp_requests = requests;
     }
 }
-
 
 impl<P: Port> Steppable for ServerCore<P> {
     fn step(&mut self, now: Instant) -> StepOutcome {

@@ -228,6 +228,11 @@ pub struct Connection {
     pub(crate) rto_deadline: Option<Instant>,
     pub(crate) persist_deadline: Option<Instant>,
     pub(crate) persist_backoff: u32,
+    /// A window update that reopened a shut window: resent until the peer sends again (see `after_read`).
+    pub(crate) reopen_arm: bool,
+    pub(crate) reopen_deadline: Option<Instant>,
+    pub(crate) reopen_from: u32,
+    pub(crate) reopen_tries: u8,
     pub(crate) time_wait_deadline: Option<Instant>,
     pub(crate) last_rx: Instant,
     pub(crate) retries: u8,
@@ -307,6 +312,10 @@ impl Connection {
             rto_deadline: None,
             persist_deadline: None,
             persist_backoff: 0,
+            reopen_arm: false,
+            reopen_deadline: None,
+            reopen_from: 0,
+            reopen_tries: 0,
             time_wait_deadline: None,
             last_rx: now,
             retries: 0,
@@ -470,6 +479,13 @@ impl Connection {
         let threshold = (self.recv_buf.capacity() as u32 / 2).min(2 * self.eff_mss());
         if self.state.is_synchronized() && grown >= threshold.max(1) {
             self.ack_now = true;
+            // The update that reopens a window the peer saw as (nearly) shut is the only thing that
+            // restarts the peer; if it is lost, a peer that does not probe zero windows waits forever.
+            // So it is repeated, with backoff, until the peer sends again.
+            let open = seq::dist(self.recv_buf.nxt(), self.rcv_adv);
+            if open < self.eff_mss() {
+                self.reopen_arm = true;
+            }
         }
     }
 
@@ -660,10 +676,17 @@ impl Connection {
             (State::Closed | State::TimeWait, _) | (_, None) => None,
             (_, Some(d)) => Some(self.last_rx + d),
         };
-        [self.rto_deadline, self.persist_deadline, self.delack_deadline, self.time_wait_deadline, idle]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.rto_deadline,
+            self.persist_deadline,
+            self.delack_deadline,
+            self.time_wait_deadline,
+            self.reopen_deadline,
+            idle,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the timers that are due at `now`.
@@ -685,6 +708,16 @@ impl Connection {
         if self.delack_deadline.is_some_and(|t| t <= now) {
             self.delack_deadline = None;
             self.ack_now = true;
+        }
+        if self.reopen_deadline.is_some_and(|t| t <= now) {
+            if self.recv_buf.nxt() == self.reopen_from && self.reopen_tries < 6 {
+                self.reopen_tries += 1;
+                self.ack_now = true;
+                let d = self.rtt.rto().saturating_mul(1u32 << self.reopen_tries).min(self.cfg.rto_max);
+                self.reopen_deadline = Some(now + d);
+            } else {
+                self.reopen_deadline = None;
+            }
         }
         if self.persist_deadline.is_some_and(|t| t <= now) {
             self.persist_deadline = None;
@@ -736,6 +769,12 @@ impl Connection {
                 self.dupacks = 0;
                 self.recover = self.snd_max;
                 self.high_rxt = self.snd_una;
+                if self.snd_wnd == 0 {
+                    // The peer's window is shut: the retransmission becomes a window probe (RFC 9293
+                    // §3.8.6.1), so the peer hears our current window even if its own update was lost
+                    // (a peer that never probes a zero window, like smoltcp, would otherwise wait forever).
+                    self.force_probe = true;
+                }
             }
         }
     }
@@ -763,8 +802,19 @@ impl Connection {
         if !self.state.is_synchronized() {
             return;
         }
+        if self.reopen_arm {
+            self.reopen_arm = false;
+            self.reopen_tries = 0;
+            self.reopen_from = self.recv_buf.nxt();
+            self.reopen_deadline = Some(now + self.rtt.rto());
+        } else if self.reopen_deadline.is_some() && self.recv_buf.nxt() != self.reopen_from {
+            self.reopen_deadline = None;
+        }
         if self.snd_una == self.snd_max {
             self.rto_deadline = None;
+        } else if self.rto_deadline.is_none() {
+            // RFC 6298 (5.1): while data is outstanding the retransmission timer runs.
+            self.rto_deadline = Some(now + self.rtt.rto());
         }
         let unsent = seq::dist(self.snd_nxt, self.snd_una.wrapping_add(self.send_buf.len() as u32));
         let window_shut = seq::ge(self.snd_nxt, self.snd_una.wrapping_add(self.snd_wnd));

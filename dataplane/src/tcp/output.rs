@@ -210,7 +210,13 @@ impl Connection {
             return None;
         }
         self.dupacks_to_send = self.dupacks_to_send.saturating_sub(1);
-        let mut repr = self.header(self.snd_max, TcpFlags::ACK);
+        // A pure ACK carries the highest sequence number the peer's window accepts (Linux's
+        // tcp_acceptable_seq): after bytes went out past a window that then shut (a probe, or a peer that
+        // shrank its window), SND.MAX lies beyond what a zero-window receiver finds acceptable, and it
+        // would drop the segment — window update included — without reading its ACK.
+        let window_end = self.snd_una.wrapping_add(self.snd_wnd);
+        let seq = if seq::le(self.snd_max, window_end) { self.snd_max } else { window_end };
+        let mut repr = self.header(seq, TcpFlags::ACK);
         if self.state == State::SynReceived {
             repr.seq = self.snd_max;
         }
