@@ -74,23 +74,20 @@ fn valid(root: &Value, schema: &Value, v: &Value) -> bool {
             },
             "enum" => rule.as_array().unwrap().contains(v),
             "const" => rule == v,
-            "minimum" => v.as_f64().map_or(true, |x| x >= rule.as_f64().unwrap()),
-            "maximum" => v.as_f64().map_or(true, |x| x <= rule.as_f64().unwrap()),
-            "minLength" => v.as_str().map_or(true, |x| x.chars().count() as u64 >= rule.as_u64().unwrap()),
-            "maxLength" => v.as_str().map_or(true, |x| x.chars().count() as u64 <= rule.as_u64().unwrap()),
-            "required" => v.as_object().map_or(true, |o| {
-                rule.as_array().unwrap().iter().all(|k| o.contains_key(k.as_str().unwrap()))
-            }),
-            "properties" => v.as_object().map_or(true, |o| {
-                rule.as_object()
-                    .unwrap()
-                    .iter()
-                    .all(|(k, sub)| o.get(k).map_or(true, |x| valid(root, sub, x)))
+            "minimum" => v.as_f64().is_none_or(|x| x >= rule.as_f64().unwrap()),
+            "maximum" => v.as_f64().is_none_or(|x| x <= rule.as_f64().unwrap()),
+            "minLength" => v.as_str().is_none_or(|x| x.chars().count() as u64 >= rule.as_u64().unwrap()),
+            "maxLength" => v.as_str().is_none_or(|x| x.chars().count() as u64 <= rule.as_u64().unwrap()),
+            "required" => v
+                .as_object()
+                .is_none_or(|o| rule.as_array().unwrap().iter().all(|k| o.contains_key(k.as_str().unwrap()))),
+            "properties" => v.as_object().is_none_or(|o| {
+                rule.as_object().unwrap().iter().all(|(k, sub)| o.get(k).is_none_or(|x| valid(root, sub, x)))
             }),
             "additionalProperties" => {
                 let declared = s.get("properties").and_then(Value::as_object);
-                v.as_object().map_or(true, |o| {
-                    o.iter().filter(|(k, _)| declared.map_or(true, |d| !d.contains_key(*k))).all(|(_, x)| {
+                v.as_object().is_none_or(|o| {
+                    o.iter().filter(|(k, _)| declared.is_none_or(|d| !d.contains_key(*k))).all(|(_, x)| {
                         match rule {
                             Value::Bool(b) => *b,
                             sub => valid(root, sub, x),

@@ -158,7 +158,7 @@ fn over_long_line_gets_too_large_and_close() {
     // A complete but over-long line (a valid request padded with spaces) is refused too.
     let mut c = Conn::open(&s.sock());
     let mut line = br#"{"id":1,"cmd":"status"}"#.to_vec();
-    line.extend(std::iter::repeat(b' ').take(65 * 1024));
+    line.extend(std::iter::repeat_n(b' ', 65 * 1024));
     line.push(b'\n');
     c.send(&line);
     assert_eq!(code(&c.line().unwrap()), "too_large");
@@ -167,7 +167,7 @@ fn over_long_line_gets_too_large_and_close() {
     // Just under the limit is fine.
     let mut c = Conn::open(&s.sock());
     let mut line = br#"{"id":1,"cmd":"status"}"#.to_vec();
-    line.extend(std::iter::repeat(b' ').take(64 * 1024 - line.len()));
+    line.extend(std::iter::repeat_n(b' ', 64 * 1024 - line.len()));
     line.push(b'\n');
     c.send(&line);
     assert_eq!(c.line().unwrap()["ok"], json!(true));

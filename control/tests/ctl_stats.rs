@@ -291,7 +291,7 @@ fn check_exposition(text: &str) -> Samples {
 }
 
 fn absent_or_timestamp(field: Option<&str>) -> bool {
-    field.map_or(true, |t| t.parse::<i64>().is_ok())
+    field.is_none_or(|t| t.parse::<i64>().is_ok())
 }
 
 fn sample(s: &Samples, name: &str, labels: &[(&str, &str)]) -> String {

@@ -21,7 +21,7 @@ struct LaggingGate {
 impl LaggingGate {
     fn tick(&mut self, h: &mut Harness) {
         let now = h.now;
-        if self.history.back().map_or(true, |&(_, s)| s != h.eng.rcv_nxt()) {
+        if self.history.back().is_none_or(|&(_, s)| s != h.eng.rcv_nxt()) {
             self.history.push_back((now, h.eng.rcv_nxt()));
         }
         let mut allowed = None;

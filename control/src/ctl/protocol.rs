@@ -143,7 +143,7 @@ pub struct PeerFilter {
 impl PeerFilter {
     /// Whether a peer address matches this filter.
     pub fn matches(&self, addr: SocketAddrV4) -> bool {
-        *addr.ip() == self.ip && self.port.map_or(true, |p| p == addr.port())
+        *addr.ip() == self.ip && self.port.is_none_or(|p| p == addr.port())
     }
 }
 
@@ -197,9 +197,9 @@ impl FlowsArgs {
     /// Whether a flow passes the filters (all that are set); `peers` are its client and backend
     /// addresses. The box applies this while walking its tables and stops at `limit` matches.
     pub fn matches(&self, listener: &str, phase: FlowPhase, peers: &[SocketAddrV4]) -> bool {
-        self.listener.as_deref().map_or(true, |l| l == listener)
-            && self.state.map_or(true, |s| s == phase)
-            && self.peer.map_or(true, |p| peers.iter().any(|&a| p.matches(a)))
+        self.listener.as_deref().is_none_or(|l| l == listener)
+            && self.state.is_none_or(|s| s == phase)
+            && self.peer.is_none_or(|p| peers.iter().any(|&a| p.matches(a)))
     }
 }
 

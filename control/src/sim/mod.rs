@@ -194,8 +194,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         for j in 0..sc.conns_per_host {
             let id = (i * sc.conns_per_host + j) as u32;
             host.connect(
-                VIP,
-                SERVICE_PORT,
+                (VIP, SERVICE_PORT),
                 40_000 + j as u16,
                 id,
                 sc.bytes_per_conn,

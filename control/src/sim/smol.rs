@@ -208,17 +208,17 @@ impl<P: Port> ClientHost<P> {
         ClientHost { host, conns: Vec::new(), buf: vec![0; 16 * 1024] }
     }
 
-    /// Opens a connection to `vip:port` carrying a stream of `len` bytes with id `id`.
+    /// Opens a connection to `vip:port` from `local_port`, carrying stream `id` of `len` bytes.
     pub fn connect(
         &mut self,
-        vip: Ipv4Addr,
-        port: u16,
+        to: (Ipv4Addr, u16),
         local_port: u16,
         id: u32,
         len: u64,
         buffer: usize,
         now: Instant,
     ) {
+        let (vip, port) = to;
         let handle = self.host.add_socket(buffer);
         let o = vip.octets();
         let remote = (IpAddress::Ipv4(Ipv4Address::new(o[0], o[1], o[2], o[3])), port);
