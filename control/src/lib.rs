@@ -3,6 +3,7 @@
 //! `holdfast` (daemon and demo) and `holdfastctl` (control client).
 
 pub mod apps;
+pub mod boxrun;
 pub mod config;
 pub mod ctl;
 pub mod runtime;

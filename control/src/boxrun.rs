@@ -1,0 +1,181 @@
+//! The box assembled from its configuration: ports opened, the two protocol cores spawned on their pinned
+//! threads, and the process kept alive until it is told to stop.
+//!
+//! What runs today: a primary without a standby, on AF_PACKET ports (or in-memory ports, for trying a
+//! config). Listeners with policy `replica`, a standby role, and the AF_XDP and DPDK backends are refused
+//! with a clear error until the pieces that serve them are wired in.
+
+use crate::apps::ingest::IngestApp;
+use crate::config::{self, Config, PortBackend, PortConfig};
+use crate::runtime::{spawn_core, CoreSpec, PollMode};
+use dataplane::app::Application;
+use dataplane::buf::Pool;
+use dataplane::gate::AckPolicy;
+use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+use dataplane::port::Port;
+use dataplane::proxy::{ClientCore, ListenerConfig, ProxyConfig, ServerCore};
+use dataplane::time::{Clock, Duration, MonotonicClock};
+use dataplane::wire::{ChecksumMode, EthernetAddress};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Why a box did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("ports.{port}: {message}")]
+    Port { port: &'static str, message: String },
+    #[error("{0}")]
+    Core(#[from] dataplane::proxy::CoreError),
+    #[error("{0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("listeners[{0}].application: {1}")]
+    Application(usize, String),
+}
+
+/// The dataplane's view of a validated configuration.
+pub fn proxy_config(cfg: &Config, client_mac: [u8; 6], server_mac: [u8; 6]) -> ProxyConfig {
+    let mut client_tcp = dataplane::tcp::Config::default();
+    let mut server_tcp = dataplane::tcp::Config::default();
+    client_tcp.recv_buffer = cfg.limits.client_buffer as usize;
+    client_tcp.send_buffer = cfg.limits.client_buffer as usize;
+    server_tcp.recv_buffer = cfg.limits.server_buffer as usize;
+    server_tcp.send_buffer = cfg.limits.server_buffer as usize;
+    // Fresh ISN secrets per start (RFC 6528): read from the kernel's random source, hashed with the time.
+    client_tcp.isn_secret = secret(1);
+    server_tcp.isn_secret = secret(2);
+    let listeners = cfg
+        .listeners
+        .iter()
+        .map(|l| ListenerConfig {
+            port: l.port,
+            policy: l.ack_policy,
+            backends: l.backends.iter().map(|b| (b.addr, b.weight)).collect(),
+            balance: l.balance,
+            health: Some(l.health),
+        })
+        .collect();
+    let sn = cfg.addresses.server_subnet;
+    ProxyConfig {
+        vip: cfg.addresses.vip,
+        client_mac: EthernetAddress(cfg.addresses.virtual_mac.unwrap_or(client_mac)),
+        snat: cfg.addresses.snat,
+        server_mac: EthernetAddress(server_mac),
+        server_net: (std::net::Ipv4Addr::from(sn.addr()), sn.prefix()),
+        gateway: cfg.addresses.server_gateway,
+        listeners,
+        client_tcp,
+        server_tcp,
+        max_flows: cfg.limits.max_flows,
+        flow_idle_timeout: cfg.limits.idle_timeout + Duration::from_secs(60),
+        snat_ports: cfg.addresses.snat_ports,
+        probe_ports: cfg.addresses.probe_ports,
+        snat_quarantine: cfg.limits.snat_quarantine,
+        burst: 32,
+        checksum: ChecksumMode::Verify,
+        seed: u64::from_le_bytes(secret(3)[..8].try_into().unwrap_or([0; 8])),
+    }
+}
+
+fn secret(salt: u8) -> [u8; 16] {
+    let mut out = [salt; 16];
+    if let Ok(bytes) = std::fs::read("/proc/sys/kernel/random/uuid") {
+        for (i, b) in bytes.iter().enumerate() {
+            if let Some(slot) = out.get_mut(i % 16) {
+                *slot ^= b.rotate_left(i as u32 % 8);
+            }
+        }
+    }
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    for (slot, b) in out.iter_mut().zip(t.to_le_bytes()) {
+        *slot ^= b;
+    }
+    out
+}
+
+fn open_afpacket(port: &'static str, pc: &PortConfig, pool: &Pool) -> Result<AfPacketPort, RunError> {
+    let Some(ifname) = pc.interface.clone() else {
+        return Err(RunError::Port { port, message: "the afpacket backend needs an interface".into() });
+    };
+    let mut c = AfPacketConfig::new(&ifname);
+    c.promisc = true;
+    AfPacketPort::open(&c, pool.clone())
+        .map_err(|e| RunError::Port { port, message: format!("{ifname}: {e}") })
+}
+
+fn applications(cfg: &Config) -> Result<Vec<Option<Box<dyn Application>>>, RunError> {
+    let mut apps: Vec<Option<Box<dyn Application>>> = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if l.ack_policy != AckPolicy::App {
+            apps.push(None);
+            continue;
+        }
+        let spec = l.application.clone().unwrap_or_default();
+        let Some(path) = spec.strip_prefix("ingest:") else {
+            return Err(RunError::Application(
+                i,
+                format!("unknown application {spec:?} (known: ingest:PATH)"),
+            ));
+        };
+        let app =
+            IngestApp::open(Path::new(path), 1 << 20).map_err(|e| RunError::Application(i, e.to_string()))?;
+        apps.push(Some(Box::new(app)));
+    }
+    Ok(apps)
+}
+
+/// Starts the box and runs until `stop` is set.
+pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
+    if cfg.box_.role != config::Role::Primary {
+        return Err(RunError::Unsupported(
+            "box.role: only a primary runs yet; the standby arrives with replication and failover".into(),
+        ));
+    }
+    if let Some((i, _)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.ack_policy == AckPolicy::Replica) {
+        return Err(RunError::Unsupported(format!(
+            "listeners[{i}].ack_policy: replica needs a standby, and replication is not wired into the box yet"
+        )));
+    }
+    let pool = Pool::new(1 << 15, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM)
+        .map_err(|e| RunError::Unsupported(format!("buffer pool: {e:?}")))?;
+    let mode = match cfg.cores.poll {
+        config::PollMode::Busy => PollMode::Busy,
+        config::PollMode::Adaptive => PollMode::default(),
+    };
+    let pin = |i: usize| cfg.cores.pin.get(i).copied();
+    let clock = MonotonicClock::new();
+    let (to_server, from_client) = crossbeam_channel::bounded(1 << 16);
+    let (to_client, from_server) = crossbeam_channel::bounded(1 << 16);
+    let apps = applications(cfg)?;
+    match (cfg.ports.client.backend, cfg.ports.server.backend) {
+        (PortBackend::AfPacket, PortBackend::AfPacket) => {
+            let client = open_afpacket("client", &cfg.ports.client, &pool)?;
+            let server = open_afpacket("server", &cfg.ports.server, &pool)?;
+            let pc = Arc::new(proxy_config(
+                cfg,
+                client.info().mac.unwrap_or([2, 0, 0, 0, 0, 1]),
+                server.info().mac.unwrap_or([2, 0, 0, 0, 0, 2]),
+            ));
+            let a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
+            let b = ServerCore::new(pc, server, to_client, from_client, clock.now())?;
+            let ha = spawn_core(CoreSpec { name: "core-a".into(), pin: pin(0), mode }, clock, a)?;
+            let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;
+            tracing::info!(box_name = %cfg.box_.name, "serving");
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = ha.stop();
+            let _ = hb.stop();
+            Ok(())
+        }
+        (c, s) => Err(RunError::Unsupported(format!(
+            "ports: {}/{} — `holdfast run` opens afpacket ports for now (mem ports are for `holdfast demo`; \
+             afxdp and dpdk are built as cargo features and not yet wired into the runtime)",
+            c.as_str(),
+            s.as_str()
+        ))),
+    }
+}
