@@ -81,6 +81,8 @@ pub struct DpdkPort {
     pool: Pool,
     info: PortInfo,
     stats: PortStats,
+    /// Largest frame sent: the MTU plus an Ethernet header with one VLAN tag, and no more than an mbuf.
+    max_frame: usize,
 }
 
 impl DpdkPort {
@@ -92,7 +94,8 @@ impl DpdkPort {
             mac: port.mac().ok(),
             mtu: port.mtu().unwrap_or(1500),
         };
-        Ok(DpdkPort { queue: q, pool, info, stats: PortStats::default() })
+        let max_frame = q.max_frame().min(usize::from(info.mtu) + 18);
+        Ok(DpdkPort { queue: q, pool, info, stats: PortStats::default(), max_frame })
     }
 
     /// Opens the device `cfg` names and takes queue `cfg.queue`; the EAL must be initialized already.
@@ -137,9 +140,10 @@ impl Port for DpdkPort {
 
     fn send(&mut self, _now: Instant, pkts: &mut Vec<PacketBuf>) -> usize {
         let mut taken = 0;
-        let max_frame = self.queue.max_frame();
+        let max_frame = self.max_frame;
         while !pkts.is_empty() {
-            // A frame larger than an mbuf can never go out: drop it (counted) rather than block the queue.
+            // A frame larger than the MTU or an mbuf can never go out: drop it (counted) rather than block
+            // the queue or let the driver drop it silently.
             let front_len = pkts.first().map_or(0, PacketBuf::len);
             if front_len > max_frame {
                 pkts.remove(0);
