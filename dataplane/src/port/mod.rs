@@ -6,6 +6,8 @@
 use crate::buf::PacketBuf;
 use crate::time::Instant;
 
+#[cfg(feature = "afxdp")]
+pub mod afxdp;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 
