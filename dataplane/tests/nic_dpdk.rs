@@ -160,5 +160,7 @@ fn exchange(ns_a: &str, ns_b: &str, dev_a: &str, dev_b: &str) -> Result<(), Stri
 
     drop(port);
     drop(eal);
+    // The EAL's runtime directory outlives rte_eal_cleanup.
+    let _ = std::fs::remove_dir_all("/var/run/dpdk/hfn-test");
     Ok(())
 }
