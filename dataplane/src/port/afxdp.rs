@@ -8,9 +8,11 @@
 //! - Modes: copy mode works everywhere (veth, generic/SKB XDP); `zero_copy` asks for XDP_ZEROCOPY, which
 //!   only NIC drivers with AF_XDP support give (opening fails otherwise, it never silently falls back).
 //! - The XDP program: libxdp attaches its default XSK redirect program when the socket is created and
-//!   removes it when the last socket on the interface goes (our Drop). A crashed process leaves it attached,
-//!   and then the next bind fails; so before attaching, `detach_stale` removes whatever XDP program is on the
-//!   interface (`ip link set dev X xdp off`, through libxdp's multiprog API, dispatcher or not).
+//!   removes it when the last socket on the interface goes (our Drop). A crashed process leaves it attached.
+//!   libxdp would then reuse that program but, not having loaded it, never remove it (checked on this
+//!   machine), and a foreign or older program could misroute traffic; so before attaching, `detach_stale`
+//!   removes whatever XDP program is on the interface (`ip link set dev X xdp off`, through libxdp's
+//!   multiprog API, dispatcher or not), and ours is removed again on Drop.
 //! - libxdp prefers bpffs at /sys/fs/bpf (`mount -t bpf bpf /sys/fs/bpf`); without it, it warns
 //!   "No bpffs found" and loads a single program without its dispatcher, which works too.
 
