@@ -280,3 +280,95 @@ pub fn check_frame(frame: &[u8], seq: u32, src: [u8; 6], dst: [u8; 6]) -> Result
     }
     Ok(())
 }
+
+/// Throughput of one direction, for the report (printed, never asserted: the machine is shared).
+#[derive(Debug)]
+pub struct Blast {
+    pub offered: u32,
+    pub delivered: u32,
+    pub frames_per_sec: f64,
+}
+
+/// Transmits `n` 60-byte frames through `port` as fast as it takes them, then counts how many the kernel
+/// peer received. The rate is the port's (allocation, copy and transmit ring included).
+pub fn blast_tx<P: dataplane::port::Port>(
+    port: &mut P,
+    peer: &RawSocket,
+    src: [u8; 6],
+    dst: [u8; 6],
+    n: u32,
+) -> Result<Blast, String> {
+    let now = dataplane::time::Instant::ZERO;
+    let mut frame = [0u8; 60];
+    let mut out = Vec::with_capacity(32);
+    let start = std::time::Instant::now();
+    let mut seq = 0u32;
+    while seq < n || !out.is_empty() {
+        while out.len() < 32 && seq < n {
+            let Some(mut p) = port.alloc() else { break };
+            frame[..6].copy_from_slice(&dst);
+            frame[6..12].copy_from_slice(&src);
+            frame[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+            frame[14..18].copy_from_slice(&seq.to_be_bytes());
+            p.append(&frame).map_err(|e| e.to_string())?;
+            out.push(p);
+            seq += 1;
+        }
+        if port.send(now, &mut out) == 0 {
+            std::thread::yield_now();
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err("blast_tx: transmit stalled".into());
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut buf = vec![0u8; 2048];
+    let mut delivered = 0;
+    while let Some(len) = peer.recv(&mut buf, Duration::from_millis(300)) {
+        if frame_seq(&buf[..len], src).is_some() {
+            delivered += 1;
+        }
+    }
+    Ok(Blast { offered: n, delivered, frames_per_sec: f64::from(n) / secs })
+}
+
+/// The kernel peer sends `n` 60-byte frames as fast as it can (on a thread of its own) while `port`
+/// receives; the rate is what the port received per second, until 300 ms pass without a frame.
+pub fn blast_rx<P: dataplane::port::Port>(
+    port: &mut P,
+    peer: &RawSocket,
+    src: [u8; 6],
+    dst: [u8; 6],
+    n: u32,
+) -> Result<Blast, String> {
+    let now = dataplane::time::Instant::ZERO;
+    let mut got = Vec::with_capacity(64);
+    let mut delivered = 0u32;
+    let start = std::time::Instant::now();
+    let mut last = start;
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let mut frame = [0u8; 60];
+            frame[..6].copy_from_slice(&dst);
+            frame[6..12].copy_from_slice(&src);
+            frame[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+            for seq in 0..n {
+                frame[14..18].copy_from_slice(&seq.to_be_bytes());
+                // ENOBUFS under pressure: that frame is simply not offered.
+                let _ = peer.send(&frame);
+            }
+        });
+        while last.elapsed() < Duration::from_millis(300) && delivered < n {
+            got.clear();
+            if port.recv(now, &mut got, 64) == 0 {
+                std::thread::yield_now();
+                continue;
+            }
+            last = std::time::Instant::now();
+            delivered += got.iter().filter(|p| frame_seq(p.data(), src).is_some()).count() as u32;
+        }
+        let _ = sender.join();
+    });
+    let secs = last.duration_since(start).as_secs_f64().max(1e-9);
+    Ok(Blast { offered: n, delivered, frames_per_sec: f64::from(delivered) / secs })
+}
