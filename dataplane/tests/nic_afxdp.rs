@@ -40,9 +40,10 @@ fn config(detach_stale: bool) -> AfXdpConfig {
 fn afxdp_port_exchanges_frames_and_recovers_from_a_crash() {
     if std::env::var_os(CHILD_ENV).is_some() {
         // The child: attach, then die without any cleanup, as a crash would.
-        let opened = enter_netns(NS_X)
-            .map_err(|e| e.to_string())
-            .and_then(|()| AfXdpPort::open(&config(true), Pool::new(64, 2048, 0)).map_err(|e| e.to_string()));
+        let opened = enter_netns(NS_X).and_then(|()| {
+            let pool = Pool::new(64, 2048, 0).map_err(|e| e.to_string())?;
+            AfXdpPort::open(&config(true), pool).map_err(|e| e.to_string())
+        });
         match opened {
             Ok(port) => {
                 eprintln!("child: opened {}, aborting", port.info().name);
@@ -88,7 +89,8 @@ fn run() -> Result<(), String> {
         VethPair::link_details(NS_X, DEV_X)
     );
 
-    let mut port = AfXdpPort::open(&config(true), Pool::new(1024, 2048, 0)).map_err(|e| e.to_string())?;
+    let mut port = AfXdpPort::open(&config(true), Pool::new(1024, 2048, 0).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
     let info = port.info();
     assert_eq!(info.mac, Some(mac_x));
     eprintln!("nic_afxdp: reopened after the crash: {} mtu {}", info.name, info.mtu);
@@ -103,7 +105,7 @@ fn run() -> Result<(), String> {
         for seq in base..end {
             let mut p = port.alloc().ok_or("pool empty")?;
             let n = build_frame(&mut buf, seq, mac_x, mac_y);
-            p.append(&buf[..n]).map_err(|e| e.to_string())?;
+            p.extend_from_slice(&buf[..n]).map_err(|e| e.to_string())?;
             out.push(p);
         }
         let deadline = WallClock::now() + WAIT;
@@ -176,7 +178,7 @@ fn run() -> Result<(), String> {
     big[0].set_len(1600).map_err(|e| e.to_string())?;
     assert_eq!(port.send(now, &mut big), 0);
     assert!(big.is_empty());
-    assert_eq!(port.stats().too_big, 1);
+    assert_eq!(port.stats().tx_dropped_oversize, 1);
 
     drop(port);
     assert_eq!(

@@ -20,7 +20,7 @@
 // module is where that contract (a frame is touched only while userspace owns it) is kept.
 #![allow(unsafe_code)]
 
-use super::{Port, PortInfo, PortStats};
+use super::{max_frame_len, Port, PortInfo, PortStats};
 use crate::buf::{PacketBuf, Pool};
 use crate::time::Instant;
 use std::ffi::CString;
@@ -267,7 +267,7 @@ impl AfXdpPort {
         }
 
         let (mac, mtu) = link_params(&cfg.ifname);
-        let mtu = mtu.unwrap_or(1500);
+        let mtu = mtu.map_or(1500, usize::from);
         let umem_mtu = (cfg.frame_size as usize).saturating_sub(256);
         Ok(AfXdpPort {
             tx_q,
@@ -280,7 +280,7 @@ impl AfXdpPort {
             pool,
             info: PortInfo { name: format!("afxdp:{}q{}", cfg.ifname, cfg.queue), mac, mtu },
             stats: PortStats::default(),
-            max_frame: umem_mtu.min(usize::from(mtu) + 18),
+            max_frame: umem_mtu.min(max_frame_len(mtu)),
         })
     }
 
@@ -312,18 +312,22 @@ impl Port for AfXdpPort {
                 // until it is back on the fill ring, and the slice is dropped before that.
                 let data = unsafe { self.umem.data(d) };
                 let frame = data.contents();
+                if frame.len() > self.max_frame {
+                    self.stats.rx_dropped_oversize += 1;
+                    continue;
+                }
                 match self.pool.alloc() {
                     Some(mut b) => {
-                        if b.append(frame).is_ok() {
+                        if b.extend_from_slice(frame).is_ok() {
                             self.stats.rx_packets += 1;
                             self.stats.rx_bytes += frame.len() as u64;
                             out.push(b);
                             got += 1;
                         } else {
-                            self.stats.too_big += 1;
+                            self.stats.rx_dropped_oversize += 1;
                         }
                     }
-                    None => self.stats.rx_no_buf += 1,
+                    None => self.stats.rx_dropped_no_buffer += 1,
                 }
             }
             if n > 0 {
@@ -331,7 +335,7 @@ impl Port for AfXdpPort {
                 let refilled = unsafe { self.fill_q.produce(self.scratch.get(..n).unwrap_or(&[])) };
                 // The fill ring holds every receive frame, so this cannot come up short; if it ever did,
                 // the frames would be lost to receiving, so count it.
-                self.stats.rx_missed += (n - refilled) as u64;
+                self.stats.rx_dropped_ring += (n - refilled) as u64;
             }
             if self.fill_q.needs_wakeup() {
                 // Drivers in need-wakeup mode wait for a syscall before refilling from the fill ring.
@@ -375,10 +379,10 @@ impl Port for AfXdpPort {
                 // Either the front frame is too big (drop it, counted) or no transmit frame is free.
                 if pkts.first().is_some_and(|p| p.len() > self.max_frame) {
                     pkts.remove(0);
-                    self.stats.too_big += 1;
+                    self.stats.tx_dropped_oversize += 1;
                     continue;
                 }
-                self.stats.tx_ring_full += 1;
+                self.stats.tx_ring_full += pkts.len() as u64;
                 break;
             }
             // SAFETY: the staged descriptors are frames of this UMEM that userspace filled and now hands to
@@ -395,7 +399,7 @@ impl Port for AfXdpPort {
             }
             taken += sent;
             if sent < staged {
-                self.stats.tx_ring_full += 1;
+                self.stats.tx_ring_full += pkts.len() as u64;
                 break;
             }
         }
@@ -413,7 +417,8 @@ impl Port for AfXdpPort {
     fn stats(&self) -> PortStats {
         let mut s = self.stats;
         if let Ok(x) = self.rx_q.fd().xdp_statistics() {
-            s.rx_missed = s.rx_missed.saturating_add(x.rx_dropped()).saturating_add(x.rx_ring_full());
+            s.rx_dropped_ring =
+                s.rx_dropped_ring.saturating_add(x.rx_dropped()).saturating_add(x.rx_ring_full());
         }
         s
     }

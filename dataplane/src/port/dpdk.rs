@@ -8,7 +8,7 @@
 //! Typical use: `Eal::init(&cfg.eal_args)` once per process, [`open_device`] once per port, then
 //! [`DpdkPort::new`] per queue (one per core).
 
-use super::{Port, PortInfo, PortStats};
+use super::{max_frame_len, Port, PortInfo, PortStats};
 use crate::buf::{PacketBuf, Pool};
 use crate::time::Instant;
 pub use holdfast_dpdk_sys::{DpdkError, Eal, EthConfig, EthPort};
@@ -81,7 +81,7 @@ pub struct DpdkPort {
     pool: Pool,
     info: PortInfo,
     stats: PortStats,
-    /// Largest frame sent: the MTU plus an Ethernet header with one VLAN tag, and no more than an mbuf.
+    /// Largest frame sent or received: the MTU plus an Ethernet header, and no more than an mbuf.
     max_frame: usize,
 }
 
@@ -92,9 +92,9 @@ impl DpdkPort {
         let info = PortInfo {
             name: format!("dpdk{}q{}", port.id(), queue),
             mac: port.mac().ok(),
-            mtu: port.mtu().unwrap_or(1500),
+            mtu: usize::from(port.mtu().unwrap_or(1500)),
         };
-        let max_frame = q.max_frame().min(usize::from(info.mtu) + 18);
+        let max_frame = q.max_frame().min(max_frame_len(info.mtu));
         Ok(DpdkPort { queue: q, pool, info, stats: PortStats::default(), max_frame })
     }
 
@@ -112,24 +112,30 @@ impl DpdkPort {
 
 impl Port for DpdkPort {
     fn recv(&mut self, _now: Instant, out: &mut Vec<PacketBuf>, max: usize) -> usize {
-        let (queue, pool, stats) = (&mut self.queue, &self.pool, &mut self.stats);
+        let (queue, pool, stats, max_frame) = (&mut self.queue, &self.pool, &mut self.stats, self.max_frame);
         let mut got = 0;
         while got < max {
             let want = (max - got).min(BURST);
-            let burst = queue.rx(want, |frame| match pool.alloc() {
-                Some(mut b) => {
-                    if b.append(frame).is_ok() {
-                        stats.rx_packets += 1;
-                        stats.rx_bytes += frame.len() as u64;
-                        out.push(b);
-                        got += 1;
-                    } else {
-                        stats.too_big += 1;
-                    }
+            let burst = queue.rx(want, |frame| {
+                if frame.len() > max_frame {
+                    stats.rx_dropped_oversize += 1;
+                    return;
                 }
-                None => stats.rx_no_buf += 1,
+                match pool.alloc() {
+                    Some(mut b) => {
+                        if b.extend_from_slice(frame).is_ok() {
+                            stats.rx_packets += 1;
+                            stats.rx_bytes += frame.len() as u64;
+                            out.push(b);
+                            got += 1;
+                        } else {
+                            stats.rx_dropped_oversize += 1;
+                        }
+                    }
+                    None => stats.rx_dropped_no_buffer += 1,
+                }
             });
-            stats.too_big += burst.multi_segment as u64;
+            stats.rx_dropped_oversize += burst.multi_segment as u64;
             let seen = burst.delivered + burst.multi_segment;
             if seen < want {
                 break;
@@ -147,7 +153,7 @@ impl Port for DpdkPort {
             let front_len = pkts.first().map_or(0, PacketBuf::len);
             if front_len > max_frame {
                 pkts.remove(0);
-                self.stats.too_big += 1;
+                self.stats.tx_dropped_oversize += 1;
                 continue;
             }
             let offered = pkts.len().min(BURST);
@@ -161,7 +167,7 @@ impl Port for DpdkPort {
                 // The burst stopped at the frame now in front: it can never go out.
                 if !pkts.is_empty() {
                     pkts.remove(0);
-                    self.stats.too_big += 1;
+                    self.stats.tx_dropped_oversize += 1;
                 }
                 continue;
             }
@@ -169,9 +175,7 @@ impl Port for DpdkPort {
                 continue;
             }
             // Ring full or mempool dry: the rest stays with the caller.
-            if !pkts.is_empty() {
-                self.stats.tx_ring_full += 1;
-            }
+            self.stats.tx_ring_full += pkts.len() as u64;
             break;
         }
         taken
@@ -188,7 +192,7 @@ impl Port for DpdkPort {
     fn stats(&self) -> PortStats {
         let mut s = self.stats;
         if let Ok(eth) = self.queue.port().stats() {
-            s.rx_missed = eth.imissed.saturating_add(eth.rx_nombuf);
+            s.rx_dropped_ring = eth.imissed.saturating_add(eth.rx_nombuf);
         }
         s
     }

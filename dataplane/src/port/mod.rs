@@ -1,54 +1,102 @@
 //! Ports: a NIC queue behind a small burst interface.
 //!
-//! PROVISIONAL copy on the `nic` branch: the `ports` branch owns this file and its version wins at merge;
-//! only the `afxdp` and `dpdk` module lines below belong to `nic`.
-
-use crate::buf::PacketBuf;
-use crate::time::Instant;
+//! One [`Port`] object is one queue of one port. Protocol code receives and transmits bursts of
+//! [`PacketBuf`]s through it and never learns which backend carries them:
+//! - [`mem`]: in-memory links and learning switches with a seeded fault injector (tests, simulation,
+//!   benches);
+//! - [`afpacket`]: Linux AF_PACKET with memory-mapped rings (veths in namespaces, CI).
+//! - `afxdp` (cargo feature `afxdp`): AF_XDP sockets through xsk-rs (kernel bypass; docs/nic-backends.md).
+//! - `dpdk` (cargo feature `dpdk`): DPDK 22.11 through our binding crate holdfast-dpdk-sys.
+//!
+//! Every call takes the current time as an argument, so the same code runs on a virtual clock.
 
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod mem;
 
-/// What a port is, for logs and for addressing (its MAC is the box's address on that LAN).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PortInfo {
-    pub name: String,
-    pub mac: Option<[u8; 6]>,
-    pub mtu: u16,
+use crate::buf::PacketBuf;
+use crate::time::Instant;
+
+/// One queue of one port.
+pub trait Port: Send {
+    /// Receives up to `max` frames, appending them to `out`; returns how many.
+    ///
+    /// Pushing onto `out` never allocates when the caller reserved room for `max` more frames.
+    fn recv(&mut self, now: Instant, out: &mut Vec<PacketBuf>, max: usize) -> usize;
+
+    /// Transmits frames from the front of `pkts`, removing those it took; returns how many.
+    ///
+    /// Frames not taken (ring full) stay in `pkts`, in order, for the caller to retry or drop; each refusal
+    /// is counted in [`PortStats::tx_ring_full`]. A taken frame may still be dropped by the port (too
+    /// large, link down, injected loss), which is counted too.
+    fn send(&mut self, now: Instant, pkts: &mut Vec<PacketBuf>) -> usize;
+
+    /// Allocates a buffer suitable for `send` on this port.
+    fn alloc(&mut self) -> Option<PacketBuf>;
+
+    fn info(&self) -> PortInfo;
+
+    fn stats(&self) -> PortStats;
+
+    /// Next time this port has something to deliver by itself (a mem port holding delayed frames), if any;
+    /// a loop that sleeps until its next deadline must not sleep past it. `&mut` because a port may have to
+    /// look at frames that arrived since it last ran.
+    fn poll_at(&mut self) -> Option<Instant> {
+        None
+    }
 }
 
-/// Counters of one port queue since it was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What a port is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    pub name: String,
+    /// The port's own hardware address, when it has one (the box may use another, e.g. a virtual MAC).
+    pub mac: Option<[u8; 6]>,
+    /// Largest IP packet the port carries; frames are at most `mtu + 14` bytes (no VLAN tags, no FCS).
+    pub mtu: usize,
+}
+
+/// Counters of one port. Every frame a port takes or delivers is counted once in the packet counters, and
+/// every frame it loses is counted once under its cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortStats {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Frames received but dropped because no buffer was free.
-    pub rx_no_buf: u64,
-    /// Frames dropped because they were larger than a buffer (received) or than the ring's frame (sent).
-    pub too_big: u64,
-    /// Frames the NIC or kernel reported dropping (ring overflow, missed) on receive.
-    pub rx_missed: u64,
-    /// Times `send` returned with frames left in the caller's vector because the ring was full.
+    /// Received frames larger than a buffer or the MTU, dropped whole (never truncated).
+    pub rx_dropped_oversize: u64,
+    /// Received frames dropped because the buffer pool was empty.
+    pub rx_dropped_no_buffer: u64,
+    /// Frames the kernel or NIC dropped before we saw them (ring overrun).
+    pub rx_dropped_ring: u64,
+    /// Frames arriving while this port's link was down.
+    pub rx_dropped_link_down: u64,
+    /// Frames `send` refused because the ring was full (they stayed with the caller).
     pub tx_ring_full: u64,
+    /// Frames taken by `send` but too large for the port, dropped.
+    pub tx_dropped_oversize: u64,
+    /// Frames taken while the link was down, dropped.
+    pub tx_dropped_link_down: u64,
+    /// Copies a switch could not queue to a full destination, dropped.
+    pub tx_dropped_queue_full: u64,
+    /// Frames (or copies for duplication and flooding) not made because the pool was empty.
+    pub tx_dropped_no_buffer: u64,
+    /// Fault injector: frames lost on purpose.
+    pub fault_lost: u64,
+    /// Fault injector: extra copies delivered.
+    pub fault_duplicated: u64,
+    /// Fault injector: frames held back so that later frames overtake them.
+    pub fault_reordered: u64,
+    /// Fault injector: frames with one byte flipped.
+    pub fault_corrupted: u64,
+    /// Switch: frames sent to every other port (broadcast, multicast or unknown destination).
+    pub flooded: u64,
 }
 
-/// One queue of one port: receive a burst, transmit a burst.
-pub trait Port: Send {
-    /// Receives up to `max` frames, appending them to `out`; returns how many.
-    fn recv(&mut self, now: Instant, out: &mut Vec<PacketBuf>, max: usize) -> usize;
-    /// Transmits frames from the front of `pkts`, removing those it took; returns how many.
-    /// Frames not taken (ring full) stay in `pkts` for the caller to retry or drop (counted).
-    fn send(&mut self, now: Instant, pkts: &mut Vec<PacketBuf>) -> usize;
-    /// Allocates a buffer suitable for `send` on this port.
-    fn alloc(&mut self) -> Option<PacketBuf>;
-    fn info(&self) -> PortInfo;
-    fn stats(&self) -> PortStats;
-    /// Next time this port has something to deliver by itself (mem port with delayed frames), if any.
-    fn poll_at(&self) -> Option<Instant> {
-        None
-    }
+/// The largest Ethernet frame for an MTU: header without VLAN tag, no FCS.
+pub const fn max_frame_len(mtu: usize) -> usize {
+    mtu + 14
 }

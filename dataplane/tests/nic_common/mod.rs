@@ -310,7 +310,7 @@ pub fn blast_tx<P: dataplane::port::Port>(
             frame[6..12].copy_from_slice(&src);
             frame[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
             frame[14..18].copy_from_slice(&seq.to_be_bytes());
-            p.append(&frame).map_err(|e| e.to_string())?;
+            p.extend_from_slice(&frame).map_err(|e| e.to_string())?;
             out.push(p);
             seq += 1;
         }
