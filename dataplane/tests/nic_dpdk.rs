@@ -13,16 +13,12 @@ use dataplane::buf::Pool;
 use dataplane::port::dpdk::{DpdkConfig, DpdkPort, Eal};
 use dataplane::port::Port;
 use dataplane::time::Instant;
-use nic_common::{
-    blast_rx, blast_tx, build_frame, check_frame, enter_netns, frame_seq, skip_reason, RawSocket, VethPair,
-};
-use std::time::{Duration, Instant as WallClock};
+use nic_common::{blast_rx, blast_tx, enter_netns, exchange_checked, skip_reason, RawSocket, VethPair};
 
 const FRAMES: u32 = 3000;
 const BATCH: u32 = 64;
 /// Frames per direction in the throughput phase.
 const BLAST: u32 = 20_000;
-const WAIT: Duration = Duration::from_secs(5);
 
 #[test]
 fn dpdk_port_exchanges_frames_with_a_kernel_peer() {
@@ -84,67 +80,7 @@ fn exchange(ns_a: &str, ns_b: &str, dev_a: &str, dev_b: &str) -> Result<(), Stri
     eprintln!("nic_dpdk: {} mac {:02x?} mtu {}", info.name, mac_a, info.mtu);
     let now = Instant::ZERO;
 
-    // DPDK -> kernel, in batches, each checked before the next goes out (so no socket buffer can overflow).
-    let start = WallClock::now();
-    let mut out = Vec::with_capacity(BATCH as usize);
-    let mut buf = vec![0u8; 2048];
-    for base in (0..FRAMES).step_by(BATCH as usize) {
-        let end = (base + BATCH).min(FRAMES);
-        for seq in base..end {
-            let mut p = port.alloc().ok_or("pool empty")?;
-            let n = build_frame(&mut buf, seq, mac_a, mac_b);
-            p.extend_from_slice(&buf[..n]).map_err(|e| e.to_string())?;
-            out.push(p);
-        }
-        let deadline = WallClock::now() + WAIT;
-        while !out.is_empty() {
-            port.send(now, &mut out);
-            if WallClock::now() > deadline {
-                return Err(format!("transmit ring stuck at frame {base}"));
-            }
-        }
-        let mut seq = base;
-        while seq < end {
-            let n = peer.recv(&mut buf, WAIT).ok_or(format!("kernel peer: frame {seq} never arrived"))?;
-            if frame_seq(&buf[..n], mac_a).is_none() {
-                continue;
-            }
-            check_frame(&buf[..n], seq, mac_a, mac_b)?;
-            seq += 1;
-        }
-    }
-    let tx_secs = start.elapsed().as_secs_f64();
-
-    // kernel -> DPDK, the same way.
-    let start = WallClock::now();
-    let mut got = Vec::with_capacity(64);
-    for base in (0..FRAMES).step_by(BATCH as usize) {
-        let end = (base + BATCH).min(FRAMES);
-        for seq in base..end {
-            let n = build_frame(&mut buf, seq, mac_b, mac_a);
-            peer.send(&buf[..n])?;
-        }
-        let deadline = WallClock::now() + WAIT;
-        let mut seq = base;
-        while seq < end {
-            got.clear();
-            if port.recv(now, &mut got, 32) == 0 {
-                if WallClock::now() > deadline {
-                    return Err(format!("DPDK port: frame {seq} never arrived"));
-                }
-                std::thread::yield_now();
-            }
-            for p in &got {
-                if frame_seq(p.data(), mac_b).is_none() {
-                    continue;
-                }
-                check_frame(p.data(), seq, mac_b, mac_a)?;
-                seq += 1;
-            }
-        }
-    }
-    let rx_secs = start.elapsed().as_secs_f64();
-
+    let rates = exchange_checked(&mut port, &peer, mac_a, mac_b, FRAMES, BATCH)?;
     let s = port.stats();
     assert!(s.tx_packets >= u64::from(FRAMES), "tx counted: {s:?}");
     assert!(s.rx_packets >= u64::from(FRAMES), "rx counted: {s:?}");
@@ -152,8 +88,8 @@ fn exchange(ns_a: &str, ns_b: &str, dev_a: &str, dev_b: &str) -> Result<(), Stri
     eprintln!(
         "nic_dpdk: {FRAMES} frames each way, all intact and in order; lock-step batches of {BATCH}: \
          tx {:.0} frames/s, rx {:.0} frames/s ({} build, not a benchmark); {s:?}",
-        f64::from(FRAMES) / tx_secs,
-        f64::from(FRAMES) / rx_secs,
+        rates.tx_frames_per_sec,
+        rates.rx_frames_per_sec,
         if cfg!(debug_assertions) { "debug" } else { "release" }
     );
 

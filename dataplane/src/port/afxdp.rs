@@ -233,9 +233,6 @@ impl AfXdpPort {
             .build()
             .map_err(|e| AfXdpError::Umem(e.to_string()))?;
         let frames = NonZeroU32::new(cfg.frames).ok_or(AfXdpError::Config("zero UMEM frames"))?;
-        let (umem, mut descs) =
-            Umem::new(umem_cfg, frames, false).map_err(|e| AfXdpError::Umem(e.to_string()))?;
-
         let xdp_flags = match cfg.mode {
             XdpMode::Auto => XdpFlags::empty(),
             XdpMode::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
@@ -251,10 +248,33 @@ impl AfXdpPort {
             .build();
         let iface: Interface =
             cfg.ifname.parse().map_err(|_| AfXdpError::Config("interface name contains NUL"))?;
-        // SAFETY: the UMEM is new and used by this socket only; its frames are handed to the kernel only
-        // through this socket's rings below.
-        let (tx_q, rx_q, fq_cq) = unsafe { Socket::new(sock_cfg, &umem, &iface, cfg.queue) }
-            .map_err(|e| AfXdpError::Socket(format!("{e}: {:?}", std::error::Error::source(&e))))?;
+
+        // The kernel frees a closed socket's hold on its queue in deferred work, so binding the same queue
+        // right after a close (a quick restart) can fail with EBUSY for a moment: retry for up to a second,
+        // each time with a fresh UMEM (a failed bind may have consumed the old one's rings).
+        let mut attempt = 0;
+        let (umem, mut descs, tx_q, rx_q, fq_cq) = loop {
+            let (umem, descs) =
+                Umem::new(umem_cfg, frames, false).map_err(|e| AfXdpError::Umem(e.to_string()))?;
+            // SAFETY: the UMEM is new and used by this socket only; its frames are handed to the kernel only
+            // through this socket's rings below.
+            match unsafe { Socket::new(sock_cfg, &umem, &iface, cfg.queue) } {
+                Ok((tx_q, rx_q, fq_cq)) => break (umem, descs, tx_q, rx_q, fq_cq),
+                Err(e) => {
+                    let os = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .and_then(std::io::Error::raw_os_error);
+                    attempt += 1;
+                    if os != Some(libc::EBUSY) || attempt >= 20 {
+                        return Err(AfXdpError::Socket(match os {
+                            Some(code) => format!("{e}: {}", std::io::Error::from_raw_os_error(code)),
+                            None => e.to_string(),
+                        }));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        };
         let (mut fill_q, comp_q) = fq_cq.ok_or(AfXdpError::Socket("no fill/completion ring".into()))?;
 
         // Half the frames (up to the fill ring's size) go to the kernel for receiving, the rest transmit.

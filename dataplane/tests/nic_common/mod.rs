@@ -372,3 +372,93 @@ pub fn blast_rx<P: dataplane::port::Port>(
     let secs = last.duration_since(start).as_secs_f64().max(1e-9);
     Ok(Blast { offered: n, delivered, frames_per_sec: f64::from(delivered) / secs })
 }
+
+/// Frame rates of a checked exchange (lock-step batches, so a lower bound, for the report only).
+#[derive(Debug)]
+pub struct Exchanged {
+    pub tx_frames_per_sec: f64,
+    pub rx_frames_per_sec: f64,
+}
+
+/// Sends `frames` numbered frames of varied sizes from `port` to the kernel `peer` and as many back, in
+/// batches of `batch`, each batch checked (every byte, and the order) before the next goes out, so that no
+/// ring or socket buffer can overflow and any loss is a failure.
+pub fn exchange_checked<P: dataplane::port::Port>(
+    port: &mut P,
+    peer: &RawSocket,
+    mac_port: [u8; 6],
+    mac_peer: [u8; 6],
+    frames: u32,
+    batch: u32,
+) -> Result<Exchanged, String> {
+    const WAIT: Duration = Duration::from_secs(5);
+    let now = dataplane::time::Instant::ZERO;
+    let name = port.info().name;
+
+    // port -> kernel
+    let start = std::time::Instant::now();
+    let mut out = Vec::with_capacity(batch as usize);
+    let mut buf = vec![0u8; 2048];
+    for base in (0..frames).step_by(batch as usize) {
+        let end = (base + batch).min(frames);
+        for seq in base..end {
+            let mut p = port.alloc().ok_or("pool empty")?;
+            let n = build_frame(&mut buf, seq, mac_port, mac_peer);
+            p.extend_from_slice(&buf[..n]).map_err(|e| e.to_string())?;
+            out.push(p);
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        while !out.is_empty() {
+            port.send(now, &mut out);
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{name}: transmit stuck at frame {base}"));
+            }
+        }
+        let mut seq = base;
+        while seq < end {
+            let n = peer
+                .recv(&mut buf, WAIT)
+                .ok_or(format!("kernel peer: frame {seq} from {name} never arrived"))?;
+            if frame_seq(&buf[..n], mac_port).is_none() {
+                continue;
+            }
+            check_frame(&buf[..n], seq, mac_port, mac_peer)?;
+            seq += 1;
+        }
+    }
+    let tx_secs = start.elapsed().as_secs_f64();
+
+    // kernel -> port
+    let start = std::time::Instant::now();
+    let mut got = Vec::with_capacity(64);
+    for base in (0..frames).step_by(batch as usize) {
+        let end = (base + batch).min(frames);
+        for seq in base..end {
+            let n = build_frame(&mut buf, seq, mac_peer, mac_port);
+            peer.send(&buf[..n])?;
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut seq = base;
+        while seq < end {
+            got.clear();
+            if port.recv(now, &mut got, 32) == 0 {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("{name}: frame {seq} from the kernel peer never arrived"));
+                }
+                std::thread::yield_now();
+            }
+            for p in &got {
+                if frame_seq(p.data(), mac_peer).is_none() {
+                    continue;
+                }
+                check_frame(p.data(), seq, mac_peer, mac_port)?;
+                seq += 1;
+            }
+        }
+    }
+    let rx_secs = start.elapsed().as_secs_f64();
+    Ok(Exchanged {
+        tx_frames_per_sec: f64::from(frames) / tx_secs.max(1e-9),
+        rx_frames_per_sec: f64::from(frames) / rx_secs.max(1e-9),
+    })
+}
