@@ -54,6 +54,13 @@ fn eal_is_once_per_process_and_bad_input_is_an_error() {
     );
     drop(pool);
     drop(eal);
-    // The EAL's runtime directory outlives rte_eal_cleanup.
-    let _ = std::fs::remove_dir_all("/var/run/dpdk/hfn-eal-test");
+    // The EAL's runtime directory outlives rte_eal_cleanup: /var/run/dpdk as root, else
+    // $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk.
+    let mut dirs = vec!["/var/run/dpdk".to_string(), "/tmp/dpdk".to_string()];
+    if let Ok(x) = std::env::var("XDG_RUNTIME_DIR") {
+        dirs.push(format!("{x}/dpdk"));
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(format!("{d}/hfn-eal-test"));
+    }
 }
