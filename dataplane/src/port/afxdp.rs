@@ -400,6 +400,7 @@ impl Port for AfXdpPort {
                 if pkts.first().is_some_and(|p| p.len() > self.max_frame) {
                     pkts.remove(0);
                     self.stats.tx_dropped_oversize += 1;
+                    taken += 1;
                     continue;
                 }
                 self.stats.tx_ring_full += pkts.len() as u64;

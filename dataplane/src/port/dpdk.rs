@@ -154,6 +154,7 @@ impl Port for DpdkPort {
             if front_len > max_frame {
                 pkts.remove(0);
                 self.stats.tx_dropped_oversize += 1;
+                taken += 1;
                 continue;
             }
             let offered = pkts.len().min(BURST);
@@ -168,6 +169,7 @@ impl Port for DpdkPort {
                 if !pkts.is_empty() {
                     pkts.remove(0);
                     self.stats.tx_dropped_oversize += 1;
+                    taken += 1;
                 }
                 continue;
             }
