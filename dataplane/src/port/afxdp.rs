@@ -157,6 +157,8 @@ pub struct AfXdpPort {
     umem: Umem,
     /// Transmit frames userspace owns (not on the tx ring, not awaiting completion).
     tx_free: Vec<FrameDesc>,
+    /// All transmit frames: when `tx_free` holds fewer, some are still in the kernel's hands.
+    tx_frames: usize,
     scratch: [FrameDesc; BURST],
     pool: Pool,
     info: PortInfo,
@@ -289,7 +291,9 @@ impl AfXdpPort {
         let (mac, mtu) = link_params(&cfg.ifname);
         let mtu = mtu.map_or(1500, usize::from);
         let umem_mtu = (cfg.frame_size as usize).saturating_sub(256);
+        let tx_frames = tx_free.len();
         Ok(AfXdpPort {
+            tx_frames,
             tx_q,
             rx_q,
             fill_q,
@@ -304,7 +308,8 @@ impl AfXdpPort {
         })
     }
 
-    /// Takes transmit frames back from the completion ring.
+    /// Takes transmit frames back from the completion ring, and kicks the kernel again while some are still
+    /// on the tx ring: in copy mode one kick sends a limited batch, and a failed kick sends nothing.
     fn reclaim(&mut self) {
         loop {
             // SAFETY: the scratch descriptors are overwritten with frames of this UMEM that the kernel has
@@ -315,11 +320,15 @@ impl AfXdpPort {
                 break;
             }
         }
+        if self.tx_free.len() < self.tx_frames && self.tx_q.needs_wakeup() {
+            let _ = self.tx_q.wakeup();
+        }
     }
 }
 
 impl Port for AfXdpPort {
     fn recv(&mut self, _now: Instant, out: &mut Vec<PacketBuf>, max: usize) -> usize {
+        self.reclaim();
         let mut got = 0;
         while got < max {
             let want = (max - got).min(BURST);
@@ -410,7 +419,7 @@ impl Port for AfXdpPort {
             // the kernel; they come back through the completion ring.
             let sent = unsafe { self.tx_q.produce(self.scratch.get(..staged).unwrap_or(&[])) };
             if sent > 0 && self.tx_q.needs_wakeup() {
-                // Copy mode transmits only on a syscall; a failed kick is retried by the next send.
+                // Copy mode transmits only on a syscall; a failed or partial kick is repeated by reclaim().
                 let _ = self.tx_q.wakeup();
             }
             self.tx_free.extend(self.scratch.iter().take(staged).skip(sent).copied());
