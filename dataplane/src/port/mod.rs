@@ -5,10 +5,16 @@
 //! - [`mem`]: in-memory links and learning switches with a seeded fault injector (tests, simulation,
 //!   benches);
 //! - [`afpacket`]: Linux AF_PACKET with memory-mapped rings (veths in namespaces, CI).
+//! - `afxdp` (cargo feature `afxdp`): AF_XDP sockets through xsk-rs (kernel bypass; docs/nic-backends.md).
+//! - `dpdk` (cargo feature `dpdk`): DPDK 22.11 through our binding crate holdfast-dpdk-sys.
 //!
 //! Every call takes the current time as an argument, so the same code runs on a virtual clock.
 
 pub mod afpacket;
+#[cfg(feature = "afxdp")]
+pub mod afxdp;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod mem;
 
 use crate::buf::PacketBuf;
