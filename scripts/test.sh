@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The one command that runs holdfast's tests: formatting, lints, every crate's tests, and a bounded fuzz run
-# of every parser. Tests that need root (network namespaces, AF_PACKET) skip with a message when not root.
+# The one command that runs holdfast's tests: formatting, lints, every crate's tests, the NIC backends'
+# tests when their packages are installed, and a bounded fuzz run of every parser. Tests that need root
+# (network namespaces, AF_PACKET, AF_XDP, DPDK) skip with a message when not run as root.
 #
-#   bash scripts/test.sh                 # everything
-#   HOLDFAST_FUZZ_SECONDS=0 bash scripts/test.sh   # skip fuzzing
+#   bash scripts/test.sh                          # everything
+#   HOLDFAST_FUZZ_SECONDS=0 bash scripts/test.sh  # no fuzzing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fuzz_seconds=${HOLDFAST_FUZZ_SECONDS:-30}
+fuzz_seconds=${HOLDFAST_FUZZ_SECONDS:-20}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -17,6 +18,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test --workspace"
 cargo test --workspace
+
+# The AF_XDP and DPDK backends are cargo features: build, lint and test them when their system packages are
+# there (scripts/install-nic-deps.sh installs them; .ci/run does).
+if [ "${HOLDFAST_NIC_FEATURES:-0}" = 1 ] || { pkg-config --exists libdpdk 2>/dev/null && command -v clang >/dev/null; }; then
+  echo "== NIC backends: clippy and tests with --features dataplane/dpdk,dataplane/afxdp"
+  cargo clippy -p dataplane -p holdfast-dpdk-sys --all-targets --features dataplane/dpdk,dataplane/afxdp -- -D warnings
+  cargo test -p dataplane --features dpdk,afxdp --test nic_dpdk --test nic_afxdp
+  cargo test -p holdfast-dpdk-sys
+else
+  echo "== NIC backends: skipped (run scripts/install-nic-deps.sh as root to build and test them)"
+fi
 
 if [ "$fuzz_seconds" != 0 ] && [ -d fuzz ]; then
   if cargo fuzz --help >/dev/null 2>&1; then
