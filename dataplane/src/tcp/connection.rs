@@ -437,7 +437,9 @@ impl Connection {
     /// the ack limit's business.
     pub fn recv(&mut self, out: &mut [u8]) -> usize {
         let n = self.recv_buf.read(out);
-        self.after_read();
+        if n > 0 {
+            self.after_read();
+        }
         n
     }
 
@@ -449,7 +451,9 @@ impl Connection {
     /// Consumes up to `n` peeked bytes; returns how many.
     pub fn recv_consume(&mut self, n: usize) -> usize {
         let n = self.recv_buf.consume(n);
-        self.after_read();
+        if n > 0 {
+            self.after_read();
+        }
         n
     }
 
@@ -466,7 +470,10 @@ impl Connection {
     fn after_read(&mut self) {
         // Tell the peer about the space the read freed once it is worth a segment (receiver-side SWS
         // avoidance, RFC 9293 §3.8.6.2.2).
-        let grown = seq::dist(self.rcv_adv, self.recv_buf.right_edge());
+        // Only as far as the window field can say.
+        let max_wnd = u32::from(u16::MAX) << self.rcv_wscale;
+        let edge = seq::min(self.recv_buf.right_edge(), self.ack_target().wrapping_add(max_wnd));
+        let grown = seq::dist(self.rcv_adv, edge);
         let threshold = (self.recv_buf.capacity() as u32 / 2).min(2 * self.eff_mss());
         if self.state.is_synchronized() && grown >= threshold.max(1) {
             self.ack_now = true;
