@@ -235,8 +235,10 @@ impl Connection {
             self.on_dup_ack(now);
         }
 
-        // RFC 9293 §3.10.7.4: update the window only from segments not older than the last update.
-        if seq::lt(self.snd_wl1, seg.seq) || (self.snd_wl1 == seg.seq && seq::le(self.snd_wl2, ack)) {
+        // RFC 9293 §3.10.7.4: update the window only from segments not older than the last update, and
+        // never from an ACK below SND.UNA (its window is relative to an older edge).
+        let newer = seq::lt(self.snd_wl1, seg.seq) || (self.snd_wl1 == seg.seq && seq::le(self.snd_wl2, ack));
+        if newer && seq::ge(ack, self.snd_una) {
             self.snd_wnd = new_wnd;
             self.max_snd_wnd = self.max_snd_wnd.max(new_wnd);
             self.snd_wl1 = seg.seq;
