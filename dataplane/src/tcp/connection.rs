@@ -82,7 +82,8 @@ pub enum Event {
     TimedOut,
     /// In resync mode after a restore, the peer acknowledged `to`, beyond what the snapshot knew was sent
     /// (`from` was SND.UNA). SND.UNA and SND.NXT jumped there; `unbuffered` of the skipped bytes were never
-    /// in this engine's send buffer, so the owner must skip them in the stream it feeds to `send`.
+    /// in this engine's send buffer, so the owner must skip them in the stream it feeds to `send` — poll
+    /// events before calling `send` again.
     SendResynced { from: u32, to: u32, unbuffered: u32 },
 }
 
@@ -246,6 +247,9 @@ pub struct Connection {
 
     /// After a restore: an ACK beyond SND.MAX moves the send edges instead of being refused.
     pub(crate) resync: bool,
+    /// Resync mode lasts until then: the peer may still hold, out of order, bytes the old box sent, and
+    /// acknowledge them whenever a hole below them fills.
+    pub(crate) resync_until: Instant,
     pub(crate) events: EventQueue,
     pub(crate) counters: Counters,
 }
@@ -321,6 +325,7 @@ impl Connection {
             rexmit_pending: false,
             scoreboard: Scoreboard::default(),
             resync: false,
+            resync_until: now,
             events: EventQueue::default(),
             counters: Counters::default(),
         }
@@ -592,7 +597,8 @@ impl Connection {
         }
     }
 
-    /// Whether a restored connection still accepts ACKs beyond SND.MAX (until it sends new data).
+    /// Whether a restored connection still accepts ACKs beyond SND.MAX (for `Config::resync_window` after
+    /// the restore; ends at the first segment processed after that).
     pub fn is_resyncing(&self) -> bool {
         self.resync
     }

@@ -83,10 +83,12 @@ impl Connection {
             return Err(SegmentError::Handshake);
         }
 
-        // RFC 7323 §5.3: PAWS, before the sequence check. RSTs are exempt.
-        if self.ts_ok && !rst {
+        // RFC 7323 §5.3: PAWS, before the sequence check. RSTs are exempt, and so are segments without
+        // data (a reordered pure ACK is no old duplicate; dropping it loses ACK information), as Linux
+        // does; one tick of disorder is tolerated.
+        if self.ts_ok && !rst && seg.segment_len() > 0 {
             if let Some(ts) = seg.options.timestamps {
-                if seq::lt(ts.tsval, self.ts_recent) {
+                if seq::lt(ts.tsval.wrapping_add(1), self.ts_recent) {
                     self.ack_now = true;
                     return Err(SegmentError::Paws);
                 }
@@ -195,8 +197,15 @@ impl Connection {
         let ack = seg.ack;
         let fin_pending_ack = self.fin_sent() && !self.fin_acked;
         let fin_at = self.fin_seq();
+        if self.resync && now >= self.resync_until {
+            self.resync = false;
+        }
         if seq::gt(ack, self.snd_max) {
-            if self.resync {
+            // After a restore the old box may have sent further than the snapshot knew, by any amount the
+            // snapshot's age allows (a quarter of the sequence space keeps comparisons meaningful). The
+            // segment already passed the receive-window check, so a blind forger still has to hit it.
+            let bound = self.snd_una.wrapping_add(1 << 30);
+            if self.resync && seq::le(ack, bound) {
                 self.resync_to(ack);
             } else {
                 self.ack_now = true;

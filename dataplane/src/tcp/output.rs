@@ -334,7 +334,6 @@ impl Connection {
         }
         if seq::gt(end, self.snd_max) {
             self.snd_max = end;
-            self.resync = false;
         }
         if s == self.snd_nxt {
             self.snd_nxt = end;

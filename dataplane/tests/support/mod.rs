@@ -548,6 +548,12 @@ impl Harness {
             let bytes = emit(&t.repr, &self.frame[..t.payload_len], self.opts);
             self.to_peer.send(self.now, bytes);
         }
+        self.take_events();
+    }
+
+    /// Collects the engine's events; must run before the application feeds more bytes, since a resync
+    /// moves where the next byte goes.
+    pub fn take_events(&mut self) {
         while let Some(e) = self.eng.poll_event() {
             if let Event::SendResynced { unbuffered, .. } = e {
                 // The peer already has these bytes: the application skips them in its stream.
@@ -567,6 +573,7 @@ impl Harness {
     /// Moves application bytes on both sides.
     pub fn run_apps(&mut self) {
         if !self.dead {
+            self.take_events();
             // Engine side.
             while self.eng_app.sent < self.eng_app.to_send {
                 let room = self.eng.send_capacity().min(self.scratch.len()) as u64;
@@ -663,11 +670,13 @@ impl Harness {
                 let res = eng.handle_segment(now, r);
                 if dbg && res.is_err() {
                     eprintln!(
-                        "{now} in seq={} ack={} len={} flags={:?} -> {res:?}",
+                        "{now} in seq={} ack={} len={} flags={:?} ts={:?} recent={} -> {res:?}",
                         r.seq,
                         r.ack,
                         r.payload.len(),
-                        r.flags
+                        r.flags,
+                        r.options.timestamps,
+                        eng.save().ts_recent
                     );
                 }
                 res
