@@ -168,6 +168,9 @@ impl Connection {
     /// then the other ranges.
     fn sack_blocks(&self, ack: u32, room: usize) -> SackBlocks {
         let mut b = SackBlocks::default();
+        if ack == self.recv_buf.nxt() && self.recv_buf.ooo_ranges().is_empty() {
+            return b;
+        }
         let recent = self.recv_buf.recent_range();
         let ranges = self.recv_buf.ooo_ranges();
         if let Some(l) = recent {
