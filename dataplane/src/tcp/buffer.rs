@@ -263,7 +263,15 @@ impl RecvBuffer {
             return out;
         }
         self.copy_in(start, payload);
-        self.ooo.splice(first..last, core::iter::once((lo, hi)));
+        // In place: the list was reserved at open with room for `max_ooo` ranges, so nothing allocates.
+        if first == last {
+            self.ooo.insert(first, (lo, hi));
+        } else {
+            if let Some(slot) = self.ooo.get_mut(first) {
+                *slot = (lo, hi);
+            }
+            self.ooo.drain(first + 1..last);
+        }
         self.recent = Some(lo);
         out
     }

@@ -80,6 +80,9 @@ impl Connection {
                 self.events.push(Event::Reset);
                 return Ok(());
             }
+            if syn && !f.contains(TcpFlags::ACK) && seg.seq == self.irs {
+                return Ok(());
+            }
             return Err(SegmentError::Handshake);
         }
 
