@@ -741,9 +741,13 @@ impl Connection {
                 }
                 let flight = seq::dist(self.snd_una, self.snd_max);
                 self.cc.on_timeout(now, flight, self.eff_mss());
-                // Go back N (RFC 5681 §3.1, RFC 6675 §5.1): SACK information is not trusted after a timeout.
+                // Go back N (RFC 5681 §3.1, RFC 6675 §5.1).
                 self.snd_nxt = self.snd_una;
-                self.scoreboard.clear();
+                // Go-back-N skips what the peer SACKed. Receivers may renege on SACKed data (RFC 2018
+                // §8), so a second timeout in a row forgets the scoreboard and resends everything.
+                if self.retries > 1 {
+                    self.scoreboard.clear();
+                }
                 self.in_recovery = false;
                 self.rexmit_pending = false;
                 self.dupacks = 0;
