@@ -401,3 +401,26 @@ fn resync_jumps_send_edges_then_expires() {
     assert_eq!(r.handle_segment(much_later, &ack), Err(SegmentError::BadAck));
     assert!(!r.is_resyncing());
 }
+
+#[test]
+fn active_open_acks_the_syn_ack_whatever_the_limit() {
+    let cfg = Config::default();
+    let t0 = Instant::ZERO;
+    let mut c = Connection::connect(t0, &cfg, eng_addr(), peer_addr(), ISS);
+    c.set_ack_limit(Some(0));
+    let out = drain(&mut c, t0);
+    assert_eq!(out.len(), 1);
+    let mut syn_ack = seg(IRS, ISS.wrapping_add(1), TcpFlags::SYN | TcpFlags::ACK, &[]);
+    syn_ack.options.mss = Some(1400);
+    c.handle_segment(t0, &syn_ack).unwrap();
+    assert_eq!(c.state(), State::Established);
+    let out = drain(&mut c, t0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].repr.ack, IRS.wrapping_add(1));
+    // Data beyond the SYN waits for the limit, which the owner now sets relative to the IRS.
+    c.set_ack_limit(Some(IRS.wrapping_add(1)));
+    c.handle_segment(t0, &seg(IRS.wrapping_add(1), ISS.wrapping_add(1), TcpFlags::ACK, b"held")).unwrap();
+    assert!(drain(&mut c, t0).iter().all(|t| t.repr.ack == IRS.wrapping_add(1)));
+    c.allow_ack_up_to(IRS.wrapping_add(5));
+    assert_eq!(drain(&mut c, t0).last().unwrap().repr.ack, IRS.wrapping_add(5));
+}

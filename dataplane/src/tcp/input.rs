@@ -47,6 +47,9 @@ impl Connection {
         }
         self.take_syn_options(seg);
         self.set_irs(seg.seq);
+        // The peer's SYN is acknowledged whatever the ack limit says: an active open's limit is set once
+        // the IRS is known, and the ACK that completes the handshake carries no data of the peer's.
+        self.rcv_acked = seg.seq.wrapping_add(1);
         self.snd_una = seg.ack;
         self.snd_nxt = seq::max(self.snd_nxt, seg.ack);
         self.snd_wnd = u32::from(seg.window);
