@@ -329,3 +329,98 @@ impl ForTest for Instant {
         Instant::from_millis(s * 1000)
     }
 }
+
+#[test]
+fn advance_rcv_edge_skips_delivered_bytes() {
+    let mut c = established(false);
+    let now = Instant::from_millis(1);
+    let nxt = IRS.wrapping_add(1);
+    let a = ISS.wrapping_add(1);
+    // Bytes 0..5 arrive, 5..10 are lost; 10..15 arrive out of order.
+    c.handle_segment(now, &seg(nxt, a, TcpFlags::ACK, b"01234")).unwrap();
+    c.handle_segment(now, &seg(nxt.wrapping_add(10), a, TcpFlags::ACK, b"abcde")).unwrap();
+    let _ = drain(&mut c, now);
+    // Bytes up to 10 are known delivered elsewhere: the edge jumps and swallows the held range above.
+    c.advance_rcv_edge(nxt.wrapping_add(10));
+    assert_eq!(c.rcv_nxt(), nxt.wrapping_add(15));
+    let mut buf = [0u8; 16];
+    assert_eq!(c.recv(&mut buf), 5);
+    assert_eq!(&buf[..5], b"abcde");
+    let out = drain(&mut c, now);
+    assert_eq!(out.last().unwrap().repr.ack, nxt.wrapping_add(15));
+    // A late copy of skipped bytes is a duplicate: acknowledged, not delivered.
+    let r = c.handle_segment(now, &seg(nxt.wrapping_add(5), a, TcpFlags::ACK, b"56789"));
+    assert_eq!(r, Err(SegmentError::OutOfWindow));
+    assert_eq!(c.recv_available(), 0);
+    assert_eq!(drain(&mut c, now).len(), 1);
+}
+
+#[test]
+fn resync_jumps_send_edges_then_expires() {
+    let mut c = established(true);
+    let now = Instant::from_millis(10);
+    assert_eq!(c.send(&[7u8; 3000]), 3000);
+    let _ = drain(&mut c, now);
+    let mut saved = c.save();
+    // The snapshot knew of 1000 bytes sent of the 3000 queued.
+    saved.snd_nxt = ISS.wrapping_add(1 + 1000);
+    let cfg = Config {
+        resync_window: Duration::from_secs(5),
+        ts_restore_jump: Duration::from_secs(10),
+        ..Config::default()
+    };
+    let later = Instant::from_millis(500);
+    let mut r = Connection::restore(later, &cfg, &saved, &[7u8; 3000]).unwrap();
+    assert!(r.is_resyncing());
+    // Three duplicate ACKs first, with a TSval ahead of anything the old box sent.
+    let out = drain(&mut r, later);
+    assert!(out.len() > 3);
+    for t in &out[..3] {
+        assert_eq!((t.repr.flags, t.payload_len, t.repr.ack), (TcpFlags::ACK, 0, IRS.wrapping_add(1)));
+        let tsval = t.repr.options.timestamps.unwrap().tsval;
+        assert!(
+            tsval.wrapping_sub(saved.ts_last) >= 10_000 && tsval.wrapping_sub(saved.ts_last) < 0x8000_0000
+        );
+    }
+    // The peer acknowledges 4000 bytes: 1000 beyond what this engine buffered.
+    let mut ack = seg(IRS.wrapping_add(1), ISS.wrapping_add(1 + 4000), TcpFlags::ACK, &[]);
+    ack.options.timestamps = Some(Timestamps { tsval: 5000, tsecr: 0 });
+    r.handle_segment(later, &ack).unwrap();
+    assert_eq!(
+        r.poll_event(),
+        Some(Event::SendResynced { from: ISS.wrapping_add(1), to: ISS.wrapping_add(4001), unbuffered: 1000 })
+    );
+    assert_eq!(
+        (r.snd_una(), r.snd_max(), r.send_queue_len()),
+        (ISS.wrapping_add(4001), ISS.wrapping_add(4001), 0)
+    );
+    // After the resync window an ACK beyond SND.MAX is refused again.
+    let much_later = later + Duration::from_secs(6);
+    ack.ack = ISS.wrapping_add(9001);
+    ack.options.timestamps = Some(Timestamps { tsval: 6000, tsecr: 0 });
+    assert_eq!(r.handle_segment(much_later, &ack), Err(SegmentError::BadAck));
+    assert!(!r.is_resyncing());
+}
+
+#[test]
+fn active_open_acks_the_syn_ack_whatever_the_limit() {
+    let cfg = Config::default();
+    let t0 = Instant::ZERO;
+    let mut c = Connection::connect(t0, &cfg, eng_addr(), peer_addr(), ISS);
+    c.set_ack_limit(Some(0));
+    let out = drain(&mut c, t0);
+    assert_eq!(out.len(), 1);
+    let mut syn_ack = seg(IRS, ISS.wrapping_add(1), TcpFlags::SYN | TcpFlags::ACK, &[]);
+    syn_ack.options.mss = Some(1400);
+    c.handle_segment(t0, &syn_ack).unwrap();
+    assert_eq!(c.state(), State::Established);
+    let out = drain(&mut c, t0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].repr.ack, IRS.wrapping_add(1));
+    // Data beyond the SYN waits for the limit, which the owner now sets relative to the IRS.
+    c.set_ack_limit(Some(IRS.wrapping_add(1)));
+    c.handle_segment(t0, &seg(IRS.wrapping_add(1), ISS.wrapping_add(1), TcpFlags::ACK, b"held")).unwrap();
+    assert!(drain(&mut c, t0).iter().all(|t| t.repr.ack == IRS.wrapping_add(1)));
+    c.allow_ack_up_to(IRS.wrapping_add(5));
+    assert_eq!(drain(&mut c, t0).last().unwrap().repr.ack, IRS.wrapping_add(5));
+}

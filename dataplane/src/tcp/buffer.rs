@@ -6,11 +6,17 @@
 use super::seq;
 
 /// Bytes from `snd_una` on: sent-but-unacknowledged first, then queued. The head is always `snd_una`.
-#[derive(Debug)]
 pub struct SendBuffer {
     ring: Box<[u8]>,
     head: usize,
     len: usize,
+}
+
+impl core::fmt::Debug for SendBuffer {
+    // The bytes themselves would drown any log line.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SendBuffer").field("capacity", &self.capacity()).field("len", &self.len).finish()
+    }
 }
 
 impl SendBuffer {
@@ -83,7 +89,6 @@ pub struct WriteOutcome {
 
 /// Received bytes from `read_seq` (the next byte the application reads) on. `[read_seq, nxt)` is contiguous;
 /// `ooo` holds sorted, disjoint, non-adjacent ranges above `nxt`.
-#[derive(Debug)]
 pub struct RecvBuffer {
     ring: Box<[u8]>,
     read_idx: usize,
@@ -93,6 +98,17 @@ pub struct RecvBuffer {
     max_ooo: usize,
     /// Left edge of the range most recently added to, reported first in SACK (RFC 2018 §4).
     recent: Option<u32>,
+}
+
+impl core::fmt::Debug for RecvBuffer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RecvBuffer")
+            .field("capacity", &self.capacity())
+            .field("read_seq", &self.read_seq)
+            .field("nxt", &self.nxt)
+            .field("ooo", &self.ooo)
+            .finish()
+    }
 }
 
 impl RecvBuffer {
@@ -247,7 +263,15 @@ impl RecvBuffer {
             return out;
         }
         self.copy_in(start, payload);
-        self.ooo.splice(first..last, core::iter::once((lo, hi)));
+        // In place: the list was reserved at open with room for `max_ooo` ranges, so nothing allocates.
+        if first == last {
+            self.ooo.insert(first, (lo, hi));
+        } else {
+            if let Some(slot) = self.ooo.get_mut(first) {
+                *slot = (lo, hi);
+            }
+            self.ooo.drain(first + 1..last);
+        }
         self.recent = Some(lo);
         out
     }

@@ -54,6 +54,8 @@ pub struct Config {
     /// How far the timestamp clock jumps ahead on restore, to cover the time between the snapshot and the
     /// takeover so that no peer's PAWS check sees our TSval go back.
     pub ts_restore_jump: Duration,
+    /// How long after a restore an ACK beyond SND.MAX may move the send edges (resync mode).
+    pub resync_window: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             initial_window_segments: 10,
             isn_secret: [0; 16],
             ts_restore_jump: Duration::from_secs(10),
+            resync_window: Duration::from_secs(60),
         }
     }
 }

@@ -82,7 +82,8 @@ pub enum Event {
     TimedOut,
     /// In resync mode after a restore, the peer acknowledged `to`, beyond what the snapshot knew was sent
     /// (`from` was SND.UNA). SND.UNA and SND.NXT jumped there; `unbuffered` of the skipped bytes were never
-    /// in this engine's send buffer, so the owner must skip them in the stream it feeds to `send`.
+    /// in this engine's send buffer, so the owner must skip them in the stream it feeds to `send` — poll
+    /// events before calling `send` again.
     SendResynced { from: u32, to: u32, unbuffered: u32 },
 }
 
@@ -251,6 +252,9 @@ pub struct Connection {
 
     /// After a restore: an ACK beyond SND.MAX moves the send edges instead of being refused.
     pub(crate) resync: bool,
+    /// Resync mode lasts until then: the peer may still hold, out of order, bytes the old box sent, and
+    /// acknowledge them whenever a hole below them fills.
+    pub(crate) resync_until: Instant,
     pub(crate) events: EventQueue,
     pub(crate) counters: Counters,
 }
@@ -330,6 +334,7 @@ impl Connection {
             rexmit_pending: false,
             scoreboard: Scoreboard::default(),
             resync: false,
+            resync_until: now,
             events: EventQueue::default(),
             counters: Counters::default(),
         }
@@ -446,7 +451,9 @@ impl Connection {
     /// the ack limit's business.
     pub fn recv(&mut self, out: &mut [u8]) -> usize {
         let n = self.recv_buf.read(out);
-        self.after_read();
+        if n > 0 {
+            self.after_read();
+        }
         n
     }
 
@@ -458,7 +465,9 @@ impl Connection {
     /// Consumes up to `n` peeked bytes; returns how many.
     pub fn recv_consume(&mut self, n: usize) -> usize {
         let n = self.recv_buf.consume(n);
-        self.after_read();
+        if n > 0 {
+            self.after_read();
+        }
         n
     }
 
@@ -475,7 +484,10 @@ impl Connection {
     fn after_read(&mut self) {
         // Tell the peer about the space the read freed once it is worth a segment (receiver-side SWS
         // avoidance, RFC 9293 §3.8.6.2.2).
-        let grown = seq::dist(self.rcv_adv, self.recv_buf.right_edge());
+        // Only as far as the window field can say.
+        let max_wnd = u32::from(u16::MAX) << self.rcv_wscale;
+        let edge = seq::min(self.recv_buf.right_edge(), self.ack_target().wrapping_add(max_wnd));
+        let grown = seq::dist(self.rcv_adv, edge);
         let threshold = (self.recv_buf.capacity() as u32 / 2).min(2 * self.eff_mss());
         if self.state.is_synchronized() && grown >= threshold.max(1) {
             self.ack_now = true;
@@ -601,7 +613,8 @@ impl Connection {
         }
     }
 
-    /// Whether a restored connection still accepts ACKs beyond SND.MAX (until it sends new data).
+    /// Whether a restored connection still accepts ACKs beyond SND.MAX (for `Config::resync_window` after
+    /// the restore; ends at the first segment processed after that).
     pub fn is_resyncing(&self) -> bool {
         self.resync
     }
@@ -761,9 +774,13 @@ impl Connection {
                 }
                 let flight = seq::dist(self.snd_una, self.snd_max);
                 self.cc.on_timeout(now, flight, self.eff_mss());
-                // Go back N (RFC 5681 §3.1, RFC 6675 §5.1): SACK information is not trusted after a timeout.
+                // Go back N (RFC 5681 §3.1, RFC 6675 §5.1).
                 self.snd_nxt = self.snd_una;
-                self.scoreboard.clear();
+                // Go-back-N skips what the peer SACKed. Receivers may renege on SACKed data (RFC 2018
+                // §8), so a second timeout in a row forgets the scoreboard and resends everything.
+                if self.retries > 1 {
+                    self.scoreboard.clear();
+                }
                 self.in_recovery = false;
                 self.rexmit_pending = false;
                 self.dupacks = 0;

@@ -47,6 +47,9 @@ impl Connection {
         }
         self.take_syn_options(seg);
         self.set_irs(seg.seq);
+        // The peer's SYN is acknowledged whatever the ack limit says: an active open's limit is set once
+        // the IRS is known, and the ACK that completes the handshake carries no data of the peer's.
+        self.rcv_acked = seg.seq.wrapping_add(1);
         self.snd_una = seg.ack;
         self.snd_nxt = seq::max(self.snd_nxt, seg.ack);
         self.snd_wnd = u32::from(seg.window);
@@ -80,13 +83,18 @@ impl Connection {
                 self.events.push(Event::Reset);
                 return Ok(());
             }
+            if syn && !f.contains(TcpFlags::ACK) && seg.seq == self.irs {
+                return Ok(());
+            }
             return Err(SegmentError::Handshake);
         }
 
-        // RFC 7323 §5.3: PAWS, before the sequence check. RSTs are exempt.
-        if self.ts_ok && !rst {
+        // RFC 7323 §5.3: PAWS, before the sequence check. RSTs are exempt, and so are segments without
+        // data (a reordered pure ACK is no old duplicate; dropping it loses ACK information), as Linux
+        // does; one tick of disorder is tolerated.
+        if self.ts_ok && !rst && seg.segment_len() > 0 {
             if let Some(ts) = seg.options.timestamps {
-                if seq::lt(ts.tsval, self.ts_recent) {
+                if seq::lt(ts.tsval.wrapping_add(1), self.ts_recent) {
                     self.ack_now = true;
                     return Err(SegmentError::Paws);
                 }
@@ -195,8 +203,15 @@ impl Connection {
         let ack = seg.ack;
         let fin_pending_ack = self.fin_sent() && !self.fin_acked;
         let fin_at = self.fin_seq();
+        if self.resync && now >= self.resync_until {
+            self.resync = false;
+        }
         if seq::gt(ack, self.snd_max) {
-            if self.resync {
+            // After a restore the old box may have sent further than the snapshot knew, by any amount the
+            // snapshot's age allows (a quarter of the sequence space keeps comparisons meaningful). The
+            // segment already passed the receive-window check, so a blind forger still has to hit it.
+            let bound = self.snd_una.wrapping_add(1 << 30);
+            if self.resync && seq::le(ack, bound) {
                 self.resync_to(ack);
             } else {
                 self.ack_now = true;
@@ -235,8 +250,10 @@ impl Connection {
             self.on_dup_ack(now);
         }
 
-        // RFC 9293 §3.10.7.4: update the window only from segments not older than the last update.
-        if seq::lt(self.snd_wl1, seg.seq) || (self.snd_wl1 == seg.seq && seq::le(self.snd_wl2, ack)) {
+        // RFC 9293 §3.10.7.4: update the window only from segments not older than the last update, and
+        // never from an ACK below SND.UNA (its window is relative to an older edge).
+        let newer = seq::lt(self.snd_wl1, seg.seq) || (self.snd_wl1 == seg.seq && seq::le(self.snd_wl2, ack));
+        if newer && seq::ge(ack, self.snd_una) {
             self.snd_wnd = new_wnd;
             self.max_snd_wnd = self.max_snd_wnd.max(new_wnd);
             self.snd_wl1 = seg.seq;

@@ -14,7 +14,7 @@
 //! connection resynchronizes with its peer (see [`Event::SendResynced`] and
 //! [`Connection::advance_rcv_edge`]).
 //!
-//! Split by concern: [`seq`] arithmetic, [`config`], ISNs ([`isn`]), [`buffer`]s and reassembly, the SACK
+//! Split by concern: [`seq`] arithmetic, [`config`], ISNs ([`isn()`]), [`buffer`]s and reassembly, the SACK
 //! scoreboard, RTT/RTO, [`congestion`] control, the connection state and API, input, output and save.
 
 pub mod buffer;

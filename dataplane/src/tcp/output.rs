@@ -9,6 +9,8 @@ use crate::wire::{SackBlocks, TcpFlags, TcpOptions, TcpRepr, Timestamps};
 
 /// Option bytes: NOP NOP + timestamps (10).
 const TS_LEN: u32 = 12;
+/// RFC 6675 DupThresh, in segments.
+const DUP_THRESH: u32 = 3;
 
 impl Connection {
     /// The next segment to send, if any: its payload is copied into `payload_out` (the slice of the frame
@@ -168,6 +170,9 @@ impl Connection {
     /// then the other ranges.
     fn sack_blocks(&self, ack: u32, room: usize) -> SackBlocks {
         let mut b = SackBlocks::default();
+        if ack == self.recv_buf.nxt() && self.recv_buf.ooo_ranges().is_empty() {
+            return b;
+        }
         let recent = self.recv_buf.recent_range();
         let ranges = self.recv_buf.ooo_ranges();
         if let Some(l) = recent {
@@ -224,14 +229,9 @@ impl Connection {
         Some(Transmit { repr, payload_len: 0 })
     }
 
-    /// Bytes of the flight the network is believed to hold during SACK recovery (RFC 6675 §4 "pipe",
-    /// counting every hole below the highest SACK as lost until retransmitted).
+    /// Bytes of the flight the network is believed to hold during SACK recovery (RFC 6675 §4 "pipe").
     fn pipe(&self) -> u32 {
-        let hs = seq::max(self.scoreboard.highest().unwrap_or(self.snd_una), self.snd_una);
-        let above = seq::dist(hs, self.snd_max);
-        let rx_edge = seq::min(seq::max(self.high_rxt, self.snd_una), hs);
-        let retrans = seq::dist(self.snd_una, rx_edge).saturating_sub(self.scoreboard.sacked_below(rx_edge));
-        above.saturating_add(retrans)
+        self.scoreboard.pipe(self.snd_una, self.snd_max, self.high_rxt, DUP_THRESH * self.eff_mss())
     }
 
     fn data(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
@@ -257,10 +257,12 @@ impl Connection {
         };
         if self.in_recovery || self.rexmit_pending {
             let hole = if self.sack_ok {
-                let from =
-                    if self.rexmit_pending { self.snd_una } else { seq::max(self.high_rxt, self.snd_una) };
-                self.scoreboard.next_hole(from).or_else(|| {
-                    self.rexmit_pending.then(|| (self.snd_una, seq::dist(self.snd_una, self.snd_max)))
+                // RFC 6675 NextSeg(): the first hole not yet retransmitted; a partial ACK whose new
+                // SND.UNA was never retransmitted (and no SACK says more) resends it.
+                let from = seq::max(self.high_rxt, self.snd_una);
+                self.scoreboard.next_lost_hole(from, DUP_THRESH * mss).or_else(|| {
+                    (self.rexmit_pending && seq::le(self.high_rxt, self.snd_una))
+                        .then(|| (self.snd_una, seq::dist(self.snd_una, self.snd_max)))
                 })
             } else if self.rexmit_pending {
                 Some((self.snd_una, seq::dist(self.snd_una, self.snd_max)))
@@ -285,11 +287,29 @@ impl Connection {
             }
         }
 
-        // 2. New data (or go-back-N retransmission after a timeout) from SND.NXT.
+        // 2. New data (or go-back-N retransmission after a timeout) from SND.NXT, stepping over what the
+        // peer SACKed.
+        let mut sacked_limit = u32::MAX;
+        if seq::lt(self.snd_nxt, self.snd_max) {
+            for &(l, r) in self.scoreboard.ranges() {
+                if seq::le(l, self.snd_nxt) && seq::lt(self.snd_nxt, r) {
+                    self.snd_nxt = r;
+                } else if seq::gt(l, self.snd_nxt) {
+                    sacked_limit = seq::dist(self.snd_nxt, l);
+                    break;
+                }
+            }
+        }
         let s = self.snd_nxt;
-        let avail = seq::dist(s, buf_end);
-        let flight = seq::dist(self.snd_una, s);
-        let cwnd_room = if self.in_recovery { recovery_room } else { self.cc.cwnd().saturating_sub(flight) };
+        let avail = seq::dist(s, buf_end).min(sacked_limit);
+        let flight = seq::dist(self.snd_una, s).saturating_sub(self.scoreboard.sacked_below(s));
+        let cwnd_room = if self.in_recovery {
+            recovery_room
+        } else {
+            // RFC 3042 limited transmit: each of the first two duplicate ACKs lets one new segment out.
+            let limited = self.dupacks.min(2).saturating_mul(mss);
+            self.cc.cwnd().saturating_add(limited).saturating_sub(flight)
+        };
         let wnd_room = seq::dist(s, self.snd_una.wrapping_add(self.snd_wnd));
         let mut len = avail.min(max_payload).min(cwnd_room).min(wnd_room);
         let retransmitting = seq::lt(s, self.snd_max);
@@ -340,7 +360,6 @@ impl Connection {
         }
         if seq::gt(end, self.snd_max) {
             self.snd_max = end;
-            self.resync = false;
         }
         if s == self.snd_nxt {
             self.snd_nxt = end;

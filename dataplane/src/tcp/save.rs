@@ -305,6 +305,7 @@ impl Connection {
             State::TimeWait => c.time_wait_deadline = Some(now + cfg.time_wait),
             _ => {
                 c.resync = true;
+                c.resync_until = now + cfg.resync_window;
                 c.dupacks_to_send = 3;
                 if c.snd_una != c.snd_max {
                     c.rto_deadline = Some(now + c.rtt.rto());

@@ -104,6 +104,37 @@ impl Scoreboard {
         self.ranges().last().map(|&(_, r)| r)
     }
 
+    /// SACKed bytes at or above `s`.
+    pub fn sacked_above(&self, s: u32) -> u32 {
+        self.sacked_bytes().saturating_sub(self.sacked_below(s))
+    }
+
+    /// The first hole at or after `from` that counts as lost (RFC 6675 IsLost: at least `threshold` SACKed
+    /// bytes above it): (start, length).
+    pub fn next_lost_hole(&self, from: u32, threshold: u32) -> Option<(u32, u32)> {
+        let (s, len) = self.next_hole(from)?;
+        (self.sacked_above(s) >= threshold).then_some((s, len))
+    }
+
+    /// RFC 6675 "pipe": bytes between `una` and `max` believed in the network. Holes that count as lost
+    /// add only what was retransmitted of them (below `high_rxt`); other holes and the tail add in full.
+    pub fn pipe(&self, una: u32, max: u32, high_rxt: u32, threshold: u32) -> u32 {
+        let mut pipe = 0u32;
+        let mut s = una;
+        for &(l, r) in self.ranges() {
+            if seq::lt(s, l) {
+                if self.sacked_above(l) >= threshold {
+                    let rx_end = seq::min(l, seq::max(high_rxt, s));
+                    pipe = pipe.saturating_add(seq::dist(s, rx_end));
+                } else {
+                    pipe = pipe.saturating_add(seq::dist(s, l));
+                }
+            }
+            s = seq::max(s, r);
+        }
+        pipe.saturating_add(seq::dist(s, max))
+    }
+
     /// The first un-SACKed hole at or after `from` and below the highest SACKed byte: (start, length).
     pub fn next_hole(&self, from: u32) -> Option<(u32, u32)> {
         let mut s = from;
@@ -134,6 +165,15 @@ mod tests {
         assert_eq!(b.next_hole(100), Some((100, 100)));
         assert_eq!(b.next_hole(250), Some((350, 50)));
         assert_eq!(b.next_hole(500), None);
+        assert_eq!(b.sacked_above(250), 200);
+        // Only the hole with at least 150 SACKed bytes above it counts as lost.
+        assert_eq!(b.next_lost_hole(100, 150), Some((100, 100)));
+        assert_eq!(b.next_lost_hole(350, 150), None);
+        // pipe over [100, 600) with nothing retransmitted: the lost hole [100,200) adds nothing, the hole
+        // [350,400) (100 SACKed above, not lost) adds 50, the tail [500,600) 100.
+        assert_eq!(b.pipe(100, 600, 100, 150), 150);
+        // Half of the lost hole retransmitted adds 50.
+        assert_eq!(b.pipe(100, 600, 150, 150), 200);
         b.prune(250);
         assert_eq!(b.ranges(), &[(250, 350), (400, 500)]);
         b.prune(600);

@@ -42,6 +42,25 @@ pub fn pattern(dir: u8, offset: u64) -> u8 {
     (x >> 29) as u8 ^ (offset as u8)
 }
 
+/// The stream repeats with this prime period, so an offset error shows unless it is a multiple of it.
+const PERIOD: u64 = 1_000_003;
+const MAX_SLICE: usize = 64 * 1024;
+
+fn tables() -> &'static [Vec<u8>; 2] {
+    static T: std::sync::OnceLock<[Vec<u8>; 2]> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let make =
+            |d: u8| (0..PERIOD + MAX_SLICE as u64).map(|i| pattern(d, i % PERIOD)).collect::<Vec<u8>>();
+        [make(0), make(1)]
+    })
+}
+
+/// `len` (at most 64 KiB) bytes of the stream in direction `dir` from `offset`.
+pub fn pattern_slice(dir: u8, offset: u64, len: usize) -> &'static [u8] {
+    let start = (offset % PERIOD) as usize;
+    &tables()[usize::from(dir)][start..start + len.min(MAX_SLICE)]
+}
+
 thread_local! {
     static PEER_MS: Cell<u32> = const { Cell::new(0) };
 }
@@ -52,6 +71,13 @@ fn peer_tsval() -> u32 {
 
 fn smol_now(now: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(now.as_micros() as i64)
+}
+
+/// smoltcp 0.12 computes its SACK blocks in `usize` from a sign-extended sequence number and overflows
+/// (a debug-build panic inside smoltcp) when out-of-order data straddles 2^32 in its receive space. Keep
+/// our ISS clear of that point; wrap-around on the engine's side is covered by its own tests.
+fn peer_safe_iss(iss: u32) -> u32 {
+    iss % 0xf000_0000
 }
 
 /// Which options the peer's side supports (the others are stripped from both SYNs).
@@ -187,6 +213,7 @@ impl Device for PeerDevice {
         // smoltcp sizes segments from the MSS without taking off the timestamp option, and its interface
         // then drops the 1,512-byte result against a 1,500-byte MTU: leave room for options.
         c.max_transmission_unit = 1600;
+        c.checksum = ChecksumCapabilities::ignored();
         c
     }
 }
@@ -238,7 +265,8 @@ pub fn emit(repr: &TcpRepr<'_>, payload: &[u8], opts: PeerOpts) -> Vec<u8> {
         hop_limit: 64,
     };
     let mut bytes = vec![0u8; ip.buffer_len() + s.buffer_len()];
-    let caps = ChecksumCapabilities::default();
+    // Checksums are not what these tests check, and computing them dominated debug-build runs.
+    let caps = ChecksumCapabilities::ignored();
     let mut p = Ipv4Packet::new_unchecked(&mut bytes[..]);
     ip.emit(&mut p, &caps);
     let mut t = TcpPacket::new_unchecked(p.payload_mut());
@@ -248,7 +276,8 @@ pub fn emit(repr: &TcpRepr<'_>, payload: &[u8], opts: PeerOpts) -> Vec<u8> {
 
 /// Parses the peer's IPv4/TCP bytes into our `TcpRepr` (borrowing the payload) and hands it to `f`.
 pub fn parse<R>(bytes: &[u8], opts: PeerOpts, f: impl FnOnce(&TcpRepr<'_>) -> R) -> Option<R> {
-    let caps = ChecksumCapabilities::default();
+    // Checksums are not what these tests check, and computing them dominated debug-build runs.
+    let caps = ChecksumCapabilities::ignored();
     let p = Ipv4Packet::new_checked(bytes).ok()?;
     let ip = Ipv4Repr::parse(&p, &caps).ok()?;
     let t = TcpPacket::new_checked(p.payload()).ok()?;
@@ -439,7 +468,7 @@ impl Harness {
 
     /// The engine connects to a listening smoltcp peer.
     pub fn active(cfg: tcp::Config, opts: PeerOpts, faults: LinkFaults, seed: u64) -> Harness {
-        let iss = tcp::isn(&cfg.isn_secret, eng_addr(), peer_addr(), Instant::ZERO);
+        let iss = peer_safe_iss(tcp::isn(&cfg.isn_secret, eng_addr(), peer_addr(), Instant::ZERO));
         let eng = Connection::connect(Instant::ZERO, &cfg, eng_addr(), peer_addr(), iss);
         let mut sock = peer_socket(opts);
         sock.listen(PEER_PORT).unwrap();
@@ -484,7 +513,7 @@ impl Harness {
         h.poll_peer();
         let syn = h.dev_tx_take();
         assert_eq!(syn.len(), 1, "smoltcp sends one SYN");
-        let iss = tcp::isn(&h.cfg.isn_secret, eng_addr(), peer_addr(), h.now);
+        let iss = peer_safe_iss(tcp::isn(&h.cfg.isn_secret, eng_addr(), peer_addr(), h.now));
         let cfg = h.cfg.clone();
         let now = h.now;
         h.eng = parse(&syn[0], opts, |r| Connection::accept(now, &cfg, eng_addr(), peer_addr(), r, iss))
@@ -526,6 +555,12 @@ impl Harness {
             let bytes = emit(&t.repr, &self.frame[..t.payload_len], self.opts);
             self.to_peer.send(self.now, bytes);
         }
+        self.take_events();
+    }
+
+    /// Collects the engine's events; must run before the application feeds more bytes, since a resync
+    /// moves where the next byte goes.
+    pub fn take_events(&mut self) {
         while let Some(e) = self.eng.poll_event() {
             if let Event::SendResynced { unbuffered, .. } = e {
                 // The peer already has these bytes: the application skips them in its stream.
@@ -545,6 +580,7 @@ impl Harness {
     /// Moves application bytes on both sides.
     pub fn run_apps(&mut self) {
         if !self.dead {
+            self.take_events();
             // Engine side.
             while self.eng_app.sent < self.eng_app.to_send {
                 let room = self.eng.send_capacity().min(self.scratch.len()) as u64;
@@ -552,10 +588,7 @@ impl Harness {
                 if n == 0 {
                     break;
                 }
-                for (i, b) in self.scratch[..n].iter_mut().enumerate() {
-                    *b = pattern(0, self.eng_app.sent + i as u64);
-                }
-                let k = self.eng.send(&self.scratch[..n]);
+                let k = self.eng.send(pattern_slice(0, self.eng_app.sent, n));
                 self.eng_app.sent += k as u64;
                 if k < n {
                     break;
@@ -574,10 +607,12 @@ impl Harness {
                     if n == 0 {
                         break;
                     }
-                    for (i, &b) in self.scratch[..n].iter().enumerate() {
-                        let off = self.peer_app_received_plus(i);
-                        assert_eq!(b, pattern(1, off), "engine received a wrong byte at offset {off}");
-                    }
+                    let off = self.peer_app.received;
+                    assert!(
+                        self.scratch[..n] == *pattern_slice(1, off, n),
+                        "engine received wrong bytes in {off}..{}",
+                        off + n as u64
+                    );
                     self.peer_app.received += n as u64;
                 }
             }
@@ -595,10 +630,7 @@ impl Harness {
             if n == 0 {
                 break;
             }
-            for (i, b) in buf[..n].iter_mut().enumerate() {
-                *b = pattern(1, sent + i as u64);
-            }
-            let k = self.sock().send_slice(&buf[..n]).unwrap_or(0);
+            let k = self.sock().send_slice(pattern_slice(1, sent, n)).unwrap_or(0);
             self.peer_app.sent += k as u64;
             if k == 0 {
                 break;
@@ -617,19 +649,16 @@ impl Harness {
                 if n == 0 {
                     break;
                 }
-                for (i, &b) in buf[..n].iter().enumerate() {
-                    let off = self.eng_app.received + i as u64;
-                    assert_eq!(b, pattern(0, off), "peer received a wrong byte at offset {off}");
-                }
+                let off = self.eng_app.received;
+                assert!(
+                    buf[..n] == *pattern_slice(0, off, n),
+                    "peer received wrong bytes in {off}..{}",
+                    off + n as u64
+                );
                 self.eng_app.received += n as u64;
             }
         }
         self.scratch = buf;
-    }
-
-    // `peer_app.received` counts bytes of the peer's stream the engine's application got.
-    fn peer_app_received_plus(&self, i: usize) -> u64 {
-        self.peer_app.received + i as u64
     }
 
     /// Delivers everything due at `now` on both links.
@@ -648,11 +677,13 @@ impl Harness {
                 let res = eng.handle_segment(now, r);
                 if dbg && res.is_err() {
                     eprintln!(
-                        "{now} in seq={} ack={} len={} flags={:?} -> {res:?}",
+                        "{now} in seq={} ack={} len={} flags={:?} ts={:?} recent={} -> {res:?}",
                         r.seq,
                         r.ack,
                         r.payload.len(),
-                        r.flags
+                        r.flags,
+                        r.options.timestamps,
+                        eng.save().ts_recent
                     );
                 }
                 res
