@@ -13,4 +13,5 @@ pub mod channel;
 pub mod delta;
 pub mod detector;
 pub mod frame;
+pub mod node;
 pub mod store;

@@ -43,6 +43,12 @@ enum Command {
         /// Loss on every link direction, in percent.
         #[arg(long, default_value_t = 1.0)]
         loss: f64,
+        /// When the primary dies, in milliseconds of virtual time after the start.
+        #[arg(long, default_value_t = 1500)]
+        crash_at_ms: u64,
+        /// Runs without a standby and without a failover (the relay and the ack gate alone).
+        #[arg(long)]
+        no_failover: bool,
     },
 }
 
@@ -78,12 +84,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo { json, policy, seed, connections, bytes, loss } => {
+        Command::Demo { json, policy, seed, connections, bytes, loss, crash_at_ms, no_failover } => {
             let mut sc = Scenario::demo(seed, policy);
             sc.client_hosts = connections.clamp(1, 4);
             sc.conns_per_host = connections.div_ceil(sc.client_hosts).max(1);
             sc.bytes_per_conn = bytes;
             sc.faults.loss = (loss / 100.0).clamp(0.0, 1.0);
+            sc.crash_primary_at =
+                if no_failover { None } else { Some(dataplane::time::Duration::from_millis(crash_at_ms)) };
             demo(&sc, json)
         }
     }

@@ -8,14 +8,14 @@
 //! acknowledged to a client is held by the backend) on every step, and invariant 3's "exactly once, in
 //! order, no reset" at the end, byte for byte, through checksummed streams.
 
+pub mod pair;
 pub mod smol;
 pub mod stream;
 
 use dataplane::buf::Pool;
 use dataplane::gate::AckPolicy;
 use dataplane::port::mem::{self, FaultConfig, MemConfig, MemPort};
-use dataplane::proxy::{ClientCore, ListenerConfig, ProxyConfig, ServerCore};
-use dataplane::step::Steppable;
+use dataplane::proxy::{ListenerConfig, ProxyConfig};
 use dataplane::time::{Clock, Duration, Instant, VirtualClock};
 use dataplane::wire::{ChecksumMode, EthernetAddress};
 use serde::Serialize;
@@ -39,6 +39,8 @@ pub struct Scenario {
     pub max_flows: u32,
     /// Socket buffers of the smoltcp peers.
     pub peer_buffer: usize,
+    /// With a standby attached: the primary dies at this moment (virtual time) and the standby takes over.
+    pub crash_primary_at: Option<Duration>,
 }
 
 impl Scenario {
@@ -63,6 +65,7 @@ impl Scenario {
             time_limit: Duration::from_secs(120),
             max_flows: 4096,
             peer_buffer: 256 * 1024,
+            crash_primary_at: None,
         }
     }
 }
@@ -92,6 +95,11 @@ pub struct Report {
     /// Longest time a client's echo made no progress, in virtual milliseconds.
     pub stall_ms: u64,
     pub failover: bool,
+    /// When the primary died, in virtual milliseconds (with a standby attached).
+    pub crash_at_ms: Option<u64>,
+    /// From the primary's death to the standby serving every stored flow.
+    pub takeover_ms: Option<f64>,
+    pub flows_taken_over: usize,
     pub virtual_ms: u64,
     pub wall_ms: u64,
     pub frames_lost_by_links: u64,
@@ -114,6 +122,10 @@ pub fn proxy_config(policy: AckPolicy, max_flows: u32, seed: u64) -> ProxyConfig
     client_tcp.isn_secret = [7; 16];
     server_tcp.isn_secret = [9; 16];
     client_tcp.time_wait = Duration::from_secs(1);
+    // Without progress records the standby's timestamp clock may be as old as the handshake: jump far
+    // enough ahead that no peer's PAWS check ever sees it go back.
+    client_tcp.ts_restore_jump = Duration::from_secs(600);
+    server_tcp.ts_restore_jump = Duration::from_secs(600);
     server_tcp.time_wait = Duration::from_secs(1);
     ProxyConfig {
         vip: VIP,
@@ -149,6 +161,10 @@ pub enum SimError {
     Pool(dataplane::buf::PoolError),
     #[error("proxy: {0}")]
     Core(#[from] dataplane::proxy::CoreError),
+    #[error("replication: {0}")]
+    Replication(replication::channel::ConfigError),
+    #[error("standby: {0}")]
+    Standby(String),
 }
 
 /// Runs a scenario to the end; `progress` is called now and then with a line to show.
@@ -158,20 +174,52 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     let pool = Pool::new(1 << 16, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).map_err(SimError::Pool)?;
 
     let lan = |name: &str, seed: u64| MemConfig { queue_len: 8192, ..MemConfig::new(name, seed) };
-    let (mut client_lan, _client_ctl) = mem::switch(&pool, &lan("client-lan", sc.seed), sc.client_hosts + 1);
-    let (mut server_lan, _server_ctl) = mem::switch(&pool, &lan("server-lan", sc.seed ^ 0xabcd), 2);
+    // Switch port 0 is the primary's, port 1 the standby's; hosts follow.
+    let (mut client_lan, client_ctl) = mem::switch(&pool, &lan("client-lan", sc.seed), sc.client_hosts + 2);
+    let (mut server_lan, server_ctl) = mem::switch(&pool, &lan("server-lan", sc.seed ^ 0xabcd), 3);
     for p in client_lan.iter_mut().chain(server_lan.iter_mut()) {
         p.set_faults(sc.faults);
     }
     let proxy_client_port = client_lan.remove(0);
+    let standby_client_port = client_lan.remove(0);
     let proxy_server_port = server_lan.remove(0);
+    let standby_server_port = server_lan.remove(0);
     let backend_port = server_lan.remove(0);
 
+    // Both boxes share the configuration, virtual MACs included: a takeover needs no ARP change at the
+    // peers, only a switch that relearns where the MACs are (the standby's gratuitous ARP does that).
     let cfg = Arc::new(proxy_config(sc.policy, sc.max_flows, sc.seed));
-    let (to_server, from_client) = crossbeam_channel::bounded(4096);
-    let (to_client, from_server) = crossbeam_channel::bounded(4096);
-    let mut core_a = ClientCore::new(cfg.clone(), proxy_client_port, to_server, from_server, Vec::new())?;
-    let mut core_b = ServerCore::new(cfg.clone(), proxy_server_port, to_client, from_client, clock.now())?;
+    let mut primary = Some(pair::Cores::new(&cfg, proxy_client_port, proxy_server_port, clock.now())?);
+    let (mut repl_a, mut repl_b, repl_ctl) =
+        mem::link(&pool, &MemConfig::new("replication", sc.seed ^ 0x5151));
+    let mut standby = None;
+    if sc.crash_primary_at.is_some() {
+        repl_a.set_faults(sc.faults);
+        repl_b.set_faults(sc.faults);
+        let link = replication::frame::LinkAddrs { src: mac(1, 3), dst: mac(2, 3) };
+        let ch_a = replication::channel::ChannelConfig { box_id: 1, link, ..Default::default() };
+        let back = replication::frame::LinkAddrs { src: mac(2, 3), dst: mac(1, 3) };
+        let ch_b = replication::channel::ChannelConfig { box_id: 2, link: back, ..Default::default() };
+        let now = clock.now();
+        let link_a =
+            replication::node::PrimaryLink::new(ch_a, 1, repl_a, now).map_err(SimError::Replication)?;
+        if let Some(p) = primary.as_mut() {
+            p.a.set_replicator(Box::new(link_a));
+        }
+        let node = replication::node::StandbyNode::new(
+            ch_b,
+            replication::detector::DetectorConfig::default(),
+            replication::store::StoreConfig::default(),
+            1,
+            1,
+            repl_b,
+            now,
+        )
+        .map_err(|e| SimError::Standby(e.to_string()))?;
+        standby = Some(pair::Standby::new(node, standby_client_port, standby_server_port, mac(2, 1)));
+    }
+    let mut crashed_at: Option<Instant> = None;
+    let mut takeover: Option<pair::Takeover> = None;
 
     let total_conns = sc.client_hosts * sc.conns_per_host;
     let mut backend: BackendHost<MemPort> = BackendHost::new(
@@ -223,10 +271,37 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         work |= w;
         work |= backend.pump();
         next = next.min(t);
-        let a = core_a.step(now);
-        let b = core_b.step(now);
-        work |= a.work > 0 || b.work > 0;
-        next = next.min(a.next_deadline).min(b.next_deadline);
+        if let Some(p) = primary.as_mut() {
+            let (w, t) = p.step(now);
+            work |= w;
+            next = next.min(t);
+        }
+        if let Some(sb) = standby.as_mut() {
+            let (w, t, tk) = sb.step(now, &cfg);
+            work |= w;
+            next = next.min(t);
+            if tk.is_some() {
+                takeover = tk;
+                progress(&format!(
+                    "  t={:>7.3}s virtual  the standby takes over",
+                    now.as_micros() as f64 / 1e6
+                ));
+            }
+        }
+        if let (Some(at), None) = (sc.crash_primary_at, crashed_at) {
+            let at = Instant::ZERO + at;
+            if now >= at {
+                // The primary dies: its cores stop, and nothing reaches or leaves its ports any more.
+                primary = None;
+                client_ctl.set_up(0, false);
+                server_ctl.set_up(0, false);
+                repl_ctl.set_up(0, false);
+                crashed_at = Some(now);
+                progress(&format!("  t={:>7.3}s virtual  the primary dies", now.as_micros() as f64 / 1e6));
+            } else {
+                next = next.min(at);
+            }
+        }
 
         iterations += 1;
         // Invariant 1 (checked under every policy; `none` is the baseline that is expected to break it).
@@ -264,7 +339,12 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     }
 
     if std::env::var_os("HOLDFAST_SIM_DEBUG").is_some() {
-        eprint!("{}{}", core_a.debug_flows(), core_b.debug_flows());
+        if let Some(p) = &primary {
+            eprint!("primary:\n{}{}", p.a.debug_flows(), p.b.debug_flows());
+        }
+        if let Some(pair::Standby::Active(c)) = &standby {
+            eprint!("standby:\n{}{}", c.a.debug_flows(), c.b.debug_flows());
+        }
         for c in clients.iter() {
             for conn in &c.conns {
                 let s = c.host.sockets.get::<smoltcp::socket::tcp::Socket>(conn.handle);
@@ -305,17 +385,31 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             sc.time_limit
         ));
     }
-    notes.push(
-        "no standby attached: this run shows the relay and the ack gate; failover arrives with replication"
-            .into(),
-    );
+    if sc.crash_primary_at.is_none() {
+        notes.push(
+            "no standby attached: this run shows the relay and the ack gate, without a failover".into(),
+        );
+    }
+    if let Some(pair::Standby::Failed(e)) = &standby {
+        notes.push(format!("the standby could not take over: {e}"));
+    }
+    if crashed_at.is_some() && takeover.is_none() {
+        notes.push("the primary died and the standby never took over".into());
+    }
+    if let Some(t) = takeover {
+        if t.failed_flows > 0 {
+            notes.push(format!("{} stored flows could not be restored", t.failed_flows));
+        }
+    }
     let gated = sc.policy != AckPolicy::None;
     if !gated && violations > 0 {
         notes.push(format!(
             "policy none acknowledges on receipt: {violations} times a client held an ACK for bytes the backend did not have yet (the unprotected baseline)"
         ));
     }
-    let pass = complete == conns.len()
+    let failover_ok = sc.crash_primary_at.is_none() || takeover.is_some_and(|t| t.failed_flows == 0);
+    let pass = failover_ok
+        && complete == conns.len()
         && broken == 0
         && bytes_lost == 0
         && backend_bad == 0
@@ -336,7 +430,13 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         bytes_echoed,
         invariant1_violations: violations,
         stall_ms: stall.as_millis() as u64,
-        failover: false,
+        failover: crashed_at.is_some() && takeover.is_some(),
+        crash_at_ms: crashed_at.map(|t| t.as_millis()),
+        takeover_ms: match (crashed_at, takeover) {
+            (Some(c), Some(t)) => Some((t.at - c).as_micros() as f64 / 1000.0),
+            _ => None,
+        },
+        flows_taken_over: takeover.map_or(0, |t| t.flows),
         virtual_ms: clock.now().as_millis(),
         wall_ms: wall.elapsed().as_millis() as u64,
         frames_lost_by_links,

@@ -7,6 +7,7 @@
 
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
+use super::replicate::{FlowOpened, ReplicateError, Replicator};
 use super::timers::TimerQueue;
 use super::{offset_at, segment_error_name, seq_at, ProxyConfig};
 use crate::app::{Accepted, AppEvent, Application};
@@ -56,6 +57,8 @@ pub struct ClientStats {
     pub bytes_from_clients: u64,
     pub bytes_to_clients: u64,
     pub app_aborts: u64,
+    /// Flows served without standby protection because their state could not be replicated.
+    pub unprotected: u64,
 }
 
 fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
@@ -89,8 +92,27 @@ struct ClientFlow {
     s2c_closed: bool,
     /// What the client acknowledged of the backend stream, as last told to core B.
     s2c_acked_told: u64,
+    /// Replication of the flow: its SYN-ACK waits for the standby.
+    standby: Standby,
+    /// The server half's saved engine as core B sent it, for the standby's records.
+    saved_server: Vec<u8>,
+    /// Whether the standby has the client half as established (a second flow-opened record).
+    standby_established: bool,
     dirty: bool,
     timer: Instant,
+}
+
+/// Where a flow stands with the standby.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Standby {
+    /// No standby attached (or an application listener): nothing to wait for.
+    NotReplicated,
+    /// The flow-opened record could not be offered yet (back-pressure); it is offered again.
+    ToOffer,
+    /// Offered; the SYN-ACK waits for the confirmation.
+    Waiting,
+    /// The standby stores the flow.
+    Confirmed,
 }
 
 impl ClientFlow {
@@ -115,6 +137,7 @@ pub struct ClientCore<P> {
     pools: Vec<Option<Pool>>,
     apps: Vec<Option<Box<dyn Application>>>,
     app_events: Vec<AppEvent>,
+    replicator: Option<Box<dyn Replicator>>,
     scratch: Vec<u8>,
     stats: ClientStats,
 }
@@ -144,6 +167,8 @@ pub enum CoreError {
     Health(#[from] crate::balance::health::HealthError),
     #[error("server_net is not a valid IPv4 subnet")]
     Subnet,
+    #[error("takeover: {0}")]
+    Takeover(&'static str),
 }
 
 impl<P: Port> ClientCore<P> {
@@ -187,6 +212,7 @@ impl<P: Port> ClientCore<P> {
             pools,
             apps,
             app_events: Vec::new(),
+            replicator: None,
             scratch,
             stats: ClientStats::default(),
             cfg,
@@ -195,6 +221,80 @@ impl<P: Port> ClientCore<P> {
 
     pub fn stats(&self) -> &ClientStats {
         &self.stats
+    }
+
+    /// Attaches the primary's replication: from now on every new flow's SYN-ACK waits for the standby.
+    pub fn set_replicator(&mut self, r: Box<dyn Replicator>) {
+        self.replicator = Some(r);
+    }
+
+    /// Announces this box as the holder of the VIP (gratuitous ARP), for a takeover.
+    pub fn announce(&mut self, now: Instant) {
+        let vip = Ipv4Address(self.cfg.vip.octets());
+        let garp = ArpRepr {
+            operation: ArpOperation::Request,
+            source_hardware_addr: self.cfg.client_mac,
+            source_protocol_addr: vip,
+            target_hardware_addr: EthernetAddress::UNSPECIFIED,
+            target_protocol_addr: vip,
+        };
+        let mac = self.cfg.client_mac;
+        self.io.emit(now, |b| build_arp_frame(b, mac, EthernetAddress::BROADCAST, None, &garp));
+        self.io.flush(now);
+    }
+
+    /// Takes a flow over from a dead primary: `conn` is the restored client half, `server` core B's id of the
+    /// restored server half. The engine is in resync mode; it is told to probe the client at once.
+    pub fn install(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        server: u64,
+        policy: AckPolicy,
+        mut conn: Connection,
+    ) -> Result<u64, InsertError> {
+        let vip = conn.local();
+        let key = ClientKey { client, vip };
+        let listener = self.cfg.listener(vip.port()).map(|(i, _)| i).unwrap_or(0);
+        let start = conn.irs().wrapping_add(1);
+        let c2s = offset_at(start, conn.rcv_nxt(), 0);
+        let s2c = offset_at(conn.iss().wrapping_add(1), conn.snd_una(), 0);
+        let gate = if policy == AckPolicy::None {
+            conn.set_ack_limit(None);
+            None
+        } else {
+            let mut g = AckGate::new(policy, start, 0);
+            g.jump_to(conn.rcv_nxt());
+            conn.set_ack_limit(Some(g.allowed()));
+            Some(g)
+        };
+        conn.probe();
+        let flow = ClientFlow {
+            listener,
+            policy,
+            backend: None,
+            // The client's MAC is learned from its first frame; until then frames are flooded.
+            peer_mac: EthernetAddress::BROADCAST,
+            phase: Phase::Open(Box::new(conn)),
+            server: Some(server),
+            gate,
+            c2s_sent: c2s,
+            c2s_done: c2s,
+            fin_forwarded: false,
+            s2c_backlog: VecDeque::new(),
+            s2c_fin: false,
+            s2c_closed: false,
+            s2c_acked_told: s2c,
+            standby: Standby::NotReplicated,
+            saved_server: Vec::new(),
+            standby_established: false,
+            dirty: false,
+            timer: Instant::FAR_FUTURE,
+        };
+        let id = self.flows.insert(key, flow, now)?;
+        self.stats.flows_opened += 1;
+        self.mark(id);
+        Ok(id.to_u64())
     }
 
     pub fn io_stats(&self) -> &super::IoStats {
@@ -405,6 +505,9 @@ impl<P: Port> ClientCore<P> {
             s2c_fin: false,
             s2c_closed: false,
             s2c_acked_told: 0,
+            standby: Standby::NotReplicated,
+            saved_server: Vec::new(),
+            standby_established: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -435,12 +538,12 @@ impl<P: Port> ClientCore<P> {
                 });
             }
             // An application listener has no backend: the client half opens at once.
-            None => self.open_client_half(now, id, u16::MAX),
+            None => self.open_client_half(now, id, u16::MAX, None),
         }
     }
 
     /// Creates the client half's engine from the held SYN; its SYN-ACK goes out on the next transmit.
-    fn open_client_half(&mut self, now: Instant, id: FlowId, peer_mss: u16) {
+    fn open_client_half(&mut self, now: Instant, id: FlowId, peer_mss: u16, server_half: Option<Vec<u8>>) {
         let Some(key) = self.flows.key(id).copied() else { return };
         let Some(f) = self.flows.get_mut(id) else { return };
         let Phase::Pending { syn, .. } = f.phase else { return };
@@ -461,6 +564,13 @@ impl<P: Port> ClientCore<P> {
             conn.set_ack_limit(Some(gate.allowed()));
             f.gate = Some(gate);
         }
+        if let (Some(server_half), true) = (server_half, self.replicator.is_some()) {
+            // Invariant 2: no SYN-ACK before the standby knows the flow. A limit at the client's ISN holds
+            // the SYN itself unacknowledged.
+            conn.set_ack_limit(Some(syn.seq));
+            f.standby = Standby::ToOffer;
+            f.saved_server = server_half;
+        }
         f.phase = Phase::Open(Box::new(conn));
         self.stats.flows_established += 1;
         if f.policy == AckPolicy::App {
@@ -473,7 +583,7 @@ impl<P: Port> ClientCore<P> {
 
     fn handle_message(&mut self, now: Instant, msg: ToClient) {
         match msg {
-            ToClient::Connected { client_flow, server, backend_mss } => {
+            ToClient::Connected { client_flow, server, backend_mss, server_half } => {
                 let id = FlowId::from_u64(client_flow);
                 let Some(f) = self.flows.get_mut(id) else {
                     self.stats.stale_messages += 1;
@@ -486,7 +596,7 @@ impl<P: Port> ClientCore<P> {
                     self.remove(now, id, false);
                     return;
                 }
-                self.open_client_half(now, id, backend_mss);
+                self.open_client_half(now, id, backend_mss, Some(server_half));
             }
             ToClient::Refused { client_flow } => {
                 let id = FlowId::from_u64(client_flow);
@@ -517,8 +627,19 @@ impl<P: Port> ClientCore<P> {
                 match self.flows.get_mut(id) {
                     Some(f) => {
                         f.c2s_done = f.c2s_done.max(up_to);
-                        if let (Some(gate), Phase::Open(conn)) = (&mut f.gate, &f.phase) {
-                            gate.on_backend_acked(seq_at(conn.irs().wrapping_add(1), f.c2s_done));
+                        if let Phase::Open(conn) = &mut f.phase {
+                            let start = conn.irs().wrapping_add(1);
+                            // After a takeover the backend may hold bytes this box never relayed (the dead
+                            // primary did): the client half skips them, as the client already has its ACK
+                            // coming for them.
+                            if up_to > f.c2s_sent && !f.fin_forwarded && conn.recv_available() == 0 {
+                                conn.advance_rcv_edge(seq_at(start, up_to));
+                                f.c2s_sent = up_to;
+                            }
+                            if let Some(gate) = &mut f.gate {
+                                gate.on_received(conn.rcv_nxt());
+                                gate.on_backend_acked(seq_at(start, f.c2s_done));
+                            }
                         }
                         self.mark(id);
                     }
@@ -670,10 +791,49 @@ impl<P: Port> ClientCore<P> {
             }
         }
 
-        // The gate: acknowledge only what the policy says is safe.
-        if let Some(gate) = &mut f.gate {
+        // Replication: offer the flow to the standby (again, after back-pressure).
+        // Once the handshake is complete the standby gets the flow again, established (a record for a
+        // known flow replaces its state), so a takeover resumes it without redoing the handshake.
+        let established_pending =
+            f.standby == Standby::Confirmed && !f.standby_established && conn.state().is_synchronized();
+        if let (true, Some(r)) =
+            (f.standby == Standby::ToOffer || established_pending, self.replicator.as_mut())
+        {
+            let server_half = &f.saved_server;
+            let mut client_half = Vec::with_capacity(crate::tcp::SAVED_LEN);
+            conn.save().encode(&mut client_half);
+            let (client, vip) = (conn.remote(), conn.local());
+            let snat_and_backend = server_endpoints(server_half);
+            let rec = FlowOpened {
+                flow: id.to_u64(),
+                client,
+                vip,
+                snat: snat_and_backend.0,
+                backend: snat_and_backend.1,
+                policy: f.policy,
+                client_half: &client_half,
+                server_half,
+            };
+            match r.flow_opened(now, &rec) {
+                Ok(()) if established_pending => f.standby_established = true,
+                Ok(()) => f.standby = Standby::Waiting,
+                Err(ReplicateError::Busy) => {}
+                Err(ReplicateError::Unprotectable) => {
+                    self.stats.unprotected += 1;
+                    f.standby = Standby::NotReplicated;
+                }
+            }
+        }
+
+        // The gate: acknowledge only what the policy says is safe (and nothing, not even the SYN, before
+        // the standby has the flow).
+        if matches!(f.standby, Standby::ToOffer | Standby::Waiting) {
+            conn.set_ack_limit(Some(conn.irs()));
+        } else if let Some(gate) = &mut f.gate {
             gate.on_received(conn.rcv_nxt());
             conn.set_ack_limit(Some(gate.allowed()));
+        } else if conn.ack_limit().is_some() {
+            conn.set_ack_limit(None);
         }
 
         // Tell core B how far the client acknowledged the backend's bytes (it gates the backend's ACKs).
@@ -739,6 +899,13 @@ impl<P: Port> ClientCore<P> {
     /// Forgets a flow; with `abort`, resets the server half too.
     fn remove(&mut self, _now: Instant, id: FlowId, abort: bool) {
         let Some((_, f)) = self.flows.remove(id) else { return };
+        if matches!(f.standby, Standby::Waiting | Standby::Confirmed) {
+            if let Some(r) = self.replicator.as_mut() {
+                // A full channel loses only this forget: the standby then holds a dead flow until its
+                // peers answer a takeover's probe with RST.
+                let _ = r.flow_closed(_now, id.to_u64());
+            }
+        }
         if abort {
             if let Some(server) = f.server {
                 self.outbox.push_back(ToServer::Abort { server });
@@ -799,6 +966,24 @@ impl<P: Port> Steppable for ClientCore<P> {
             self.handle_app_events();
         }
 
+        if let Some(r) = self.replicator.as_mut() {
+            work += r.poll(now);
+            let mut confirmed = Vec::new();
+            while let Some(flow) = r.poll_confirmed() {
+                confirmed.push(flow);
+            }
+            for flow in confirmed {
+                let id = FlowId::from_u64(flow);
+                if let Some(f) = self.flows.get_mut(id) {
+                    if f.standby == Standby::Waiting {
+                        f.standby = Standby::Confirmed;
+                        work += 1;
+                        self.mark(id);
+                    }
+                }
+            }
+        }
+
         while let Some((slot, generation, at)) = self.timers.pop_due(now) {
             let id = FlowId::from_u64((u64::from(generation) << 32) | u64::from(slot));
             let Some(f) = self.flows.get_mut(id) else { continue };
@@ -840,6 +1025,9 @@ impl<P: Port> Steppable for ClientCore<P> {
         self.flush_outbox();
 
         let mut next = self.timers.next_deadline();
+        if let Some(r) = &self.replicator {
+            next = next.min(r.poll_at());
+        }
         if let Some(t) = self.io.poll_at() {
             next = next.min(t);
         }
@@ -847,5 +1035,16 @@ impl<P: Port> Steppable for ClientCore<P> {
             next = next.min(t);
         }
         StepOutcome { work, next_deadline: next }
+    }
+}
+
+/// The SNAT address and the backend of a saved server half (its local and remote ends).
+fn server_endpoints(server_half: &[u8]) -> (SocketAddrV4, SocketAddrV4) {
+    match crate::tcp::SavedConnection::decode(server_half) {
+        Ok((s, _)) => (s.local, s.remote),
+        Err(_) => (
+            SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+        ),
     }
 }

@@ -17,6 +17,7 @@
 mod client;
 pub mod msg;
 mod netio;
+pub mod replicate;
 mod server;
 pub mod timers;
 

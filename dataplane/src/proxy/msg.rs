@@ -42,7 +42,13 @@ pub enum ToServer {
 #[derive(Debug)]
 pub enum ToClient {
     /// The backend accepted the connection: the client may now see its SYN-ACK.
-    Connected { client_flow: u64, server: u64, backend_mss: u16 },
+    Connected {
+        client_flow: u64,
+        server: u64,
+        backend_mss: u16,
+        /// The server half's saved engine (`tcp::SavedConnection::encode`), for the standby.
+        server_half: Vec<u8>,
+    },
     /// The backend could not be reached (RST, timeout, no source port): refuse the client.
     Refused { client_flow: u64 },
     /// The next bytes the backend sent.

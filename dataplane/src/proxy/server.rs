@@ -152,6 +152,85 @@ impl<P: Port> ServerCore<P> {
         })
     }
 
+    /// Takes a flow over from a dead primary: `conn` is the restored server half (in resync mode). Returns
+    /// the flow's id; core A's id follows with [`ServerCore::link`] once the client half is installed.
+    pub fn install(
+        &mut self,
+        now: Instant,
+        policy: AckPolicy,
+        mut conn: Connection,
+    ) -> Result<u64, CoreError> {
+        let local = conn.local();
+        let backend = conn.remote();
+        self.snat.reserve(self.cfg.snat.octets(), backend, local.port(), now).map_err(CoreError::Snat)?;
+        let start = conn.irs().wrapping_add(1);
+        let s2c = offset_at(start, conn.rcv_nxt(), 0);
+        let c2s = offset_at(conn.iss().wrapping_add(1), conn.snd_una(), 0);
+        let gate = if policy == AckPolicy::None {
+            conn.set_ack_limit(None);
+            None
+        } else {
+            let mut g = AckGate::new(policy, start, 0);
+            g.jump_to(conn.rcv_nxt());
+            conn.set_ack_limit(Some(g.allowed()));
+            Some(g)
+        };
+        conn.probe();
+        let flow = ServerFlow {
+            client_flow: u64::MAX,
+            policy,
+            conn: Box::new(conn),
+            gate,
+            connected: true,
+            s2c_sent: s2c,
+            s2c_done: s2c,
+            fin_forwarded: false,
+            c2s_backlog: VecDeque::new(),
+            c2s_fin: false,
+            c2s_closed: false,
+            c2s_acked_told: c2s,
+            next_hop: self.cfg.next_hop(*backend.ip()).octets(),
+            dirty: false,
+            timer: Instant::FAR_FUTURE,
+        };
+        match self.flows.insert(ServerKey { backend, snat_port: local.port() }, flow, now) {
+            Ok(id) => {
+                self.stats.flows_opened += 1;
+                self.stats.flows_connected += 1;
+                Ok(id.to_u64())
+            }
+            Err(_) => {
+                let _ = self.snat.release(self.cfg.snat.octets(), backend, local.port(), now);
+                self.stats.table_full += 1;
+                Err(CoreError::Takeover("flow table full"))
+            }
+        }
+    }
+
+    /// Ties an installed server half to core A's id of its client half, and starts it.
+    pub fn link(&mut self, server: u64, client_flow: u64) {
+        let id = FlowId::from_u64(server);
+        if let Some(f) = self.flows.get_mut(id) {
+            f.client_flow = client_flow;
+            self.mark(id);
+        }
+    }
+
+    /// Announces this box as the holder of the SNAT address (gratuitous ARP), for a takeover.
+    pub fn announce(&mut self, now: Instant) {
+        let snat = self.snat_addr();
+        let garp = ArpRepr {
+            operation: ArpOperation::Request,
+            source_hardware_addr: self.cfg.server_mac,
+            source_protocol_addr: snat,
+            target_hardware_addr: EthernetAddress::UNSPECIFIED,
+            target_protocol_addr: snat,
+        };
+        let mac = self.cfg.server_mac;
+        self.io.emit(now, |b| build_arp_frame(b, mac, EthernetAddress::BROADCAST, None, &garp));
+        self.io.flush(now);
+    }
+
     pub fn stats(&self) -> &ServerStats {
         &self.stats
     }
@@ -399,8 +478,16 @@ impl<P: Port> ServerCore<P> {
                 match self.flows.get_mut(id) {
                     Some(f) => {
                         f.s2c_done = f.s2c_done.max(up_to);
+                        let start = f.conn.irs().wrapping_add(1);
+                        // After a takeover the client may hold backend bytes this box never relayed (the
+                        // dead primary did): the server half skips them.
+                        if up_to > f.s2c_sent && !f.fin_forwarded && f.conn.recv_available() == 0 {
+                            f.conn.advance_rcv_edge(seq_at(start, up_to));
+                            f.s2c_sent = up_to;
+                        }
                         if let Some(gate) = &mut f.gate {
-                            gate.on_backend_acked(seq_at(f.conn.irs().wrapping_add(1), f.s2c_done));
+                            gate.on_received(f.conn.rcv_nxt());
+                            gate.on_backend_acked(seq_at(start, f.s2c_done));
                         }
                         self.mark(id);
                     }
@@ -519,10 +606,13 @@ impl<P: Port> ServerCore<P> {
                         f.gate = Some(gate);
                     }
                     self.stats.flows_connected += 1;
+                    let mut server_half = Vec::with_capacity(crate::tcp::SAVED_LEN);
+                    conn.save().encode(&mut server_half);
                     self.outbox.push_back(ToClient::Connected {
                         client_flow: f.client_flow,
                         server: id.to_u64(),
                         backend_mss: conn.negotiated().0,
+                        server_half,
                     });
                 }
                 Event::Reset | Event::TimedOut => {

@@ -1,0 +1,222 @@
+//! A primary/standby pair in the simulator: the standby watches the primary (heartbeats on the
+//! replication link, ARP probes of the VIP on the client LAN), and when both fall silent it installs every
+//! stored flow into cores of its own and claims the addresses.
+
+use dataplane::port::mem::MemPort;
+use dataplane::port::Port;
+use dataplane::proxy::{ClientCore, CoreError, ProxyConfig, ServerCore};
+use dataplane::step::Steppable;
+use dataplane::tcp::{Connection, SavedConnection};
+use dataplane::time::{Duration, Instant};
+use dataplane::wire::{
+    build_arp_frame, parse_frame, ArpOperation, ArpRepr, EthernetAddress, FramePayload, Ipv4Address,
+};
+use replication::node::{ack_policy_of, StandbyNode};
+use std::sync::Arc;
+
+/// The two protocol cores of an active box.
+pub struct Cores {
+    pub a: ClientCore<MemPort>,
+    pub b: ServerCore<MemPort>,
+}
+
+impl std::fmt::Debug for Cores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cores").field("a", &self.a).field("b", &self.b).finish()
+    }
+}
+
+impl Cores {
+    pub fn new(
+        cfg: &Arc<ProxyConfig>,
+        client: MemPort,
+        server: MemPort,
+        now: Instant,
+    ) -> Result<Cores, CoreError> {
+        let (to_server, from_client) = crossbeam_channel::bounded(4096);
+        let (to_client, from_server) = crossbeam_channel::bounded(4096);
+        let a = ClientCore::new(cfg.clone(), client, to_server, from_server, Vec::new())?;
+        let b = ServerCore::new(cfg.clone(), server, to_client, from_client, now)?;
+        Ok(Cores { a, b })
+    }
+
+    /// Steps both cores; returns (work done, next deadline).
+    pub fn step(&mut self, now: Instant) -> (bool, Instant) {
+        let a = self.a.step(now);
+        let b = self.b.step(now);
+        (a.work > 0 || b.work > 0, a.next_deadline.min(b.next_deadline))
+    }
+}
+
+/// Probes the VIP's holder on the client LAN with ARP, from the standby's own MAC (never the VIP's).
+#[derive(Debug)]
+pub struct LanProbe {
+    mac: EthernetAddress,
+    interval: Duration,
+    next: Instant,
+    outstanding: Option<Instant>,
+}
+
+/// What the standby is doing.
+pub enum Standby {
+    Watching {
+        node: StandbyNode<MemPort>,
+        client: MemPort,
+        server: MemPort,
+        probe: LanProbe,
+    },
+    Active(Cores),
+    /// Set up failed at takeover; the message says why.
+    Failed(String),
+}
+
+impl std::fmt::Debug for Standby {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Standby::Watching { node, .. } => write!(f, "Watching({node:?})"),
+            Standby::Active(c) => write!(f, "Active({c:?})"),
+            Standby::Failed(e) => write!(f, "Failed({e})"),
+        }
+    }
+}
+
+/// What a takeover did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Takeover {
+    pub at: Instant,
+    pub flows: usize,
+    pub failed_flows: usize,
+}
+
+impl Standby {
+    pub fn new(node: StandbyNode<MemPort>, client: MemPort, server: MemPort, own_mac: [u8; 6]) -> Standby {
+        Standby::Watching {
+            node,
+            client,
+            server,
+            probe: LanProbe {
+                mac: EthernetAddress(own_mac),
+                interval: Duration::from_millis(1),
+                next: Instant::ZERO,
+                outstanding: None,
+            },
+        }
+    }
+
+    /// Steps the standby; returns (work done, next deadline, a takeover if it happened now).
+    pub fn step(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> (bool, Instant, Option<Takeover>) {
+        match self {
+            Standby::Active(cores) => {
+                let (w, t) = cores.step(now);
+                (w, t, None)
+            }
+            Standby::Failed(_) => (false, Instant::FAR_FUTURE, None),
+            Standby::Watching { node, client, probe, .. } => {
+                let (work, mut takeover) = node.step(now);
+                let vip = Ipv4Address(cfg.vip.octets());
+                // The second path: did the VIP's holder answer the last probe?
+                let mut rx = Vec::new();
+                client.recv(now, &mut rx, 64);
+                for buf in &rx {
+                    if let Ok(frame) = parse_frame(buf.data()) {
+                        if let FramePayload::Arp(arp) = frame.payload {
+                            if arp.operation == ArpOperation::Reply && arp.source_protocol_addr == vip {
+                                probe.outstanding = None;
+                                takeover = takeover.or(node.on_lan_probe(now, true));
+                            }
+                        }
+                    }
+                }
+                if let Some(sent) = probe.outstanding {
+                    if now >= sent + probe.interval {
+                        probe.outstanding = None;
+                        takeover = takeover.or(node.on_lan_probe(now, false));
+                    }
+                }
+                if now >= probe.next && probe.outstanding.is_none() {
+                    let req = ArpRepr {
+                        operation: ArpOperation::Request,
+                        source_hardware_addr: probe.mac,
+                        source_protocol_addr: Ipv4Address::UNSPECIFIED,
+                        target_hardware_addr: EthernetAddress::UNSPECIFIED,
+                        target_protocol_addr: vip,
+                    };
+                    if let Some(mut buf) = client.alloc() {
+                        let room = buf.tailroom();
+                        let built = match buf.append(room) {
+                            Ok(space) => {
+                                build_arp_frame(space, probe.mac, EthernetAddress::BROADCAST, None, &req).ok()
+                            }
+                            Err(_) => None,
+                        };
+                        if let Some(len) = built {
+                            buf.truncate(len);
+                            let mut v = vec![buf];
+                            client.send(now, &mut v);
+                        }
+                    }
+                    probe.outstanding = Some(now);
+                    probe.next = now + probe.interval;
+                }
+                let next = node
+                    .poll_at()
+                    .min(probe.next)
+                    .min(probe.outstanding.map_or(Instant::FAR_FUTURE, |t| t + probe.interval));
+                let mut done = None;
+                if takeover.is_some() {
+                    done = Some(self.take_over(now, cfg));
+                }
+                (work > 0 || done.is_some(), next, done)
+            }
+        }
+    }
+
+    /// Installs every stored flow into fresh cores on the standby's ports and claims the addresses.
+    fn take_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Takeover {
+        let old = std::mem::replace(self, Standby::Failed("takeover in progress".into()));
+        let Standby::Watching { mut node, client, server, .. } = old else {
+            *self = old;
+            return Takeover::default();
+        };
+        let mut cores = match Cores::new(cfg, client, server, now) {
+            Ok(c) => c,
+            Err(e) => {
+                *self = Standby::Failed(e.to_string());
+                return Takeover::default();
+            }
+        };
+        let mut t = Takeover { at: now, ..Default::default() };
+        for f in node.take_flows() {
+            let halves = SavedConnection::decode(&f.client_half)
+                .and_then(|(c, _)| SavedConnection::decode(&f.server_half).map(|(s, _)| (c, s)));
+            let Ok((ch, sh)) = halves else {
+                t.failed_flows += 1;
+                continue;
+            };
+            let policy = ack_policy_of(f.policy);
+            let restored = Connection::restore(now, &cfg.client_tcp, &ch, &[])
+                .and_then(|c| Connection::restore(now, &cfg.server_tcp, &sh, &[]).map(|s| (c, s)));
+            let Ok((cconn, sconn)) = restored else {
+                t.failed_flows += 1;
+                continue;
+            };
+            let client = cconn.remote();
+            let Ok(sid) = cores.b.install(now, policy, sconn) else {
+                t.failed_flows += 1;
+                continue;
+            };
+            match cores.a.install(now, client, sid, policy, cconn) {
+                Ok(cid) => {
+                    cores.b.link(sid, cid);
+                    t.flows += 1;
+                }
+                Err(_) => t.failed_flows += 1,
+            }
+        }
+        cores.a.announce(now);
+        cores.b.announce(now);
+        node.takeover_complete(now);
+        *self = Standby::Active(cores);
+        t
+    }
+}

@@ -1,0 +1,52 @@
+//! The primary's hook into replication: how core A tells the standby about flows and learns that the
+//! standby stored them.
+//!
+//! The dataplane does not know the replication protocol (that crate sits above this one); it calls a
+//! [`Replicator`] that the box assembles: the reliable channel on the replication port, in production and
+//! in the simulator alike. Invariant 2 lives here: a client's SYN-ACK is held until
+//! [`Replicator::poll_confirmed`] has returned its flow.
+
+use crate::gate::AckPolicy;
+use crate::time::Instant;
+use std::net::SocketAddrV4;
+
+/// Everything the standby needs to resume a flow: both halves' saved engines and how they are tied.
+#[derive(Debug, Clone)]
+pub struct FlowOpened<'a> {
+    /// Core A's id of the flow; confirmations come back with it.
+    pub flow: u64,
+    pub client: SocketAddrV4,
+    pub vip: SocketAddrV4,
+    pub snat: SocketAddrV4,
+    pub backend: SocketAddrV4,
+    pub policy: AckPolicy,
+    /// `tcp::SavedConnection::encode` of the client half (the SYN received, the SYN-ACK not yet sent).
+    pub client_half: &'a [u8],
+    /// `tcp::SavedConnection::encode` of the server half (established with the backend).
+    pub server_half: &'a [u8],
+}
+
+/// Why a record was not taken; the flow's SYN-ACK then waits and the record is offered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicateError {
+    /// The channel's window is full (the standby lags): back-pressure, never a drop.
+    Busy,
+    /// The record cannot be encoded (too large for a frame): the flow cannot be protected.
+    Unprotectable,
+}
+
+/// The primary side of replication, driven by core A on its own thread.
+pub trait Replicator: Send {
+    /// A new flow, before its SYN-ACK.
+    fn flow_opened(&mut self, now: Instant, flow: &FlowOpened<'_>) -> Result<(), ReplicateError>;
+    /// The flow is over: the standby may forget it.
+    fn flow_closed(&mut self, now: Instant, flow: u64) -> Result<(), ReplicateError>;
+    /// A flow the standby confirmed storing, if any.
+    fn poll_confirmed(&mut self) -> Option<u64>;
+    /// Runs the channel: frames in and out of the replication port, timers. Returns work done.
+    fn poll(&mut self, now: Instant) -> usize;
+    /// When `poll` must run again at the latest.
+    fn poll_at(&self) -> Instant;
+    /// Whether a standby is attached and keeping up (heartbeats flow both ways).
+    fn standby_attached(&self) -> bool;
+}

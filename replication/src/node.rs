@@ -1,0 +1,292 @@
+//! The two ends of replication as a box runs them: the primary's [`PrimaryLink`] (core A's
+//! [`Replicator`]) and the standby's [`StandbyNode`] (channel, flow store and failure detector on the
+//! replication port).
+//!
+//! Both are sans-IO apart from the port they own: time comes in as an argument, so the simulator drives
+//! them on its virtual clock exactly as the runtime does on the monotonic one.
+
+use crate::channel::{Channel, ChannelConfig, ConfigError, OfferError};
+use crate::delta::{FlowKey, Policy, Record, RelayOffsets, Role};
+use crate::detector::{Detector, DetectorConfig, DetectorConfigError, Event};
+use crate::store::{FlowStore, StoreConfig, StoredFlow};
+use dataplane::buf::PacketBuf;
+use dataplane::gate::AckPolicy;
+use dataplane::port::Port;
+use dataplane::proxy::replicate::{FlowOpened, ReplicateError, Replicator};
+use dataplane::time::Instant;
+use std::net::SocketAddrV4;
+
+fn ip_u32(a: &SocketAddrV4) -> u32 {
+    u32::from(*a.ip())
+}
+
+/// The wire policy of a dataplane policy.
+pub fn policy_of(p: AckPolicy) -> Policy {
+    match p {
+        AckPolicy::None => Policy::None,
+        AckPolicy::Backend => Policy::Backend,
+        AckPolicy::Replica => Policy::Replica,
+        AckPolicy::App => Policy::App,
+    }
+}
+
+/// The dataplane policy of a wire policy.
+pub fn ack_policy_of(p: Policy) -> AckPolicy {
+    match p {
+        Policy::None => AckPolicy::None,
+        Policy::Backend => AckPolicy::Backend,
+        Policy::Replica => AckPolicy::Replica,
+        Policy::App => AckPolicy::App,
+    }
+}
+
+/// Moves a channel's frames between it and a port; returns frames moved.
+fn pump<P: Port>(
+    ch: &mut Channel<u64>,
+    port: &mut P,
+    rx: &mut Vec<PacketBuf>,
+    tx: &mut Vec<PacketBuf>,
+    now: Instant,
+) -> usize {
+    let mut work = port.recv(now, rx, 64);
+    for buf in rx.drain(..) {
+        // Malformed, stale-epoch and duplicate frames are counted by the channel and dropped.
+        let _ = ch.handle_frame(now, buf.data());
+    }
+    while let Some(frame) = ch.poll_transmit(now) {
+        let Some(mut buf) = port.alloc() else { break };
+        if buf.extend_from_slice(frame).is_ok() {
+            tx.push(buf);
+        }
+        work += 1;
+    }
+    if !tx.is_empty() {
+        port.send(now, tx);
+        // A full ring drops the frame; the channel retransmits it.
+        tx.clear();
+    }
+    work
+}
+
+/// The primary's end of replication: what core A calls to replicate flows.
+pub struct PrimaryLink<P> {
+    ch: Channel<u64>,
+    port: P,
+    rx: Vec<PacketBuf>,
+    tx: Vec<PacketBuf>,
+    last_peer_heartbeat: Option<Instant>,
+    heartbeat_timeout: dataplane::time::Duration,
+}
+
+impl<P> std::fmt::Debug for PrimaryLink<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrimaryLink").field("last_peer_heartbeat", &self.last_peer_heartbeat).finish()
+    }
+}
+
+impl<P: Port> PrimaryLink<P> {
+    pub fn new(cfg: ChannelConfig, epoch: u32, port: P, now: Instant) -> Result<Self, ConfigError> {
+        let heartbeat_timeout = cfg.heartbeat_interval * 5;
+        let mut ch = Channel::new(cfg, epoch, now)?;
+        ch.set_status(Role::Primary, 0, 0);
+        Ok(PrimaryLink {
+            ch,
+            port,
+            rx: Vec::new(),
+            tx: Vec::new(),
+            last_peer_heartbeat: None,
+            heartbeat_timeout,
+        })
+    }
+
+    fn offer(&mut self, now: Instant, rec: &Record<'_>, token: u64) -> Result<(), ReplicateError> {
+        match self.ch.offer(now, rec, token) {
+            Ok(()) => Ok(()),
+            Err(OfferError::WindowFull) => Err(ReplicateError::Busy),
+            Err(OfferError::TooLarge) => Err(ReplicateError::Unprotectable),
+        }
+    }
+}
+
+impl<P: Port> Replicator for PrimaryLink<P> {
+    fn flow_opened(&mut self, now: Instant, f: &FlowOpened<'_>) -> Result<(), ReplicateError> {
+        let key = FlowKey {
+            client_ip: ip_u32(&f.client),
+            client_port: f.client.port(),
+            vip: ip_u32(&f.vip),
+            vip_port: f.vip.port(),
+            snat_ip: ip_u32(&f.snat),
+            snat_port: f.snat.port(),
+            backend_ip: ip_u32(&f.backend),
+            backend_port: f.backend.port(),
+        };
+        let rec = Record::FlowOpened {
+            flow: f.flow,
+            key,
+            policy: policy_of(f.policy),
+            offsets: RelayOffsets::default(),
+            client_half: f.client_half,
+            server_half: f.server_half,
+        };
+        self.offer(now, &rec, f.flow)
+    }
+
+    fn flow_closed(&mut self, now: Instant, flow: u64) -> Result<(), ReplicateError> {
+        // The token of a forget is never waited for; u64::MAX keeps it apart from flow ids.
+        self.offer(now, &Record::Closed { flow }, u64::MAX)
+    }
+
+    fn poll_confirmed(&mut self) -> Option<u64> {
+        loop {
+            match self.ch.poll_confirmed()? {
+                u64::MAX => continue,
+                flow => return Some(flow),
+            }
+        }
+    }
+
+    fn poll(&mut self, now: Instant) -> usize {
+        let work = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
+        while let Some((at, _hb)) = self.ch.poll_heartbeat() {
+            self.last_peer_heartbeat = Some(at);
+        }
+        // The primary's channel carries no records from the standby; drain anything delivered.
+        while self.ch.poll_deliver(now).is_some() {}
+        work
+    }
+
+    fn poll_at(&self) -> Instant {
+        self.ch.poll_timeout()
+    }
+
+    fn standby_attached(&self) -> bool {
+        // Heard within the detector's window, judged against the last time the channel was polled.
+        self.last_peer_heartbeat.is_some()
+    }
+}
+
+impl<P> PrimaryLink<P> {
+    /// How long without the standby's heartbeats before it counts as gone.
+    pub fn heartbeat_timeout(&self) -> dataplane::time::Duration {
+        self.heartbeat_timeout
+    }
+}
+
+/// Errors building a standby.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("replication channel: {0}")]
+    Channel(#[from] ConfigError),
+    #[error("failure detector: {0}")]
+    Detector(#[from] DetectorConfigError),
+}
+
+/// The standby's end: receives deltas into its store, watches the primary, and says when to take over.
+pub struct StandbyNode<P> {
+    ch: Channel<u64>,
+    port: P,
+    rx: Vec<PacketBuf>,
+    tx: Vec<PacketBuf>,
+    store: FlowStore,
+    detector: Detector,
+    peer_box: u32,
+    apply_errors: u64,
+}
+
+impl<P> std::fmt::Debug for StandbyNode<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandbyNode").field("flows", &self.store.stats()).finish()
+    }
+}
+
+impl<P: Port> StandbyNode<P> {
+    pub fn new(
+        ch_cfg: ChannelConfig,
+        det_cfg: DetectorConfig,
+        store_cfg: StoreConfig,
+        epoch: u32,
+        peer_box: u32,
+        port: P,
+        now: Instant,
+    ) -> Result<Self, NodeError> {
+        let box_id = ch_cfg.box_id;
+        let mut ch = Channel::new(ch_cfg, epoch, now)?;
+        ch.set_status(Role::Standby, 0, 0);
+        let detector = Detector::new(det_cfg, box_id, Role::Standby, epoch, now)?;
+        Ok(StandbyNode {
+            ch,
+            port,
+            rx: Vec::new(),
+            tx: Vec::new(),
+            store: FlowStore::new(store_cfg),
+            detector,
+            peer_box,
+            apply_errors: 0,
+        })
+    }
+
+    /// Runs the channel and the detector. Returns `Some(epoch)` when the primary is dead by both paths:
+    /// the caller then takes over with [`StandbyNode::take_flows`].
+    pub fn step(&mut self, now: Instant) -> (usize, Option<u32>) {
+        let mut work = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
+        while let Some(records) = self.ch.poll_deliver(now) {
+            for rec in records {
+                work += 1;
+                match rec {
+                    Ok(rec) => {
+                        if self.store.apply(&rec).is_err() {
+                            self.apply_errors += 1;
+                        }
+                    }
+                    Err(_) => self.apply_errors += 1,
+                }
+            }
+        }
+        let mut takeover = None;
+        while let Some((at, hb)) = self.ch.poll_heartbeat() {
+            if let Some(Event::TakeOver { epoch }) = self.detector.on_heartbeat(at, self.peer_box, &hb) {
+                takeover = Some(epoch);
+            }
+        }
+        self.ch.set_status(Role::Standby, 0, self.store.stats().flows as u32);
+        if let Some(Event::TakeOver { epoch }) = self.detector.handle_timeout(now) {
+            takeover = Some(epoch);
+        }
+        (work, takeover)
+    }
+
+    /// Reports the second path: whether the VIP's holder answered on the client LAN.
+    pub fn on_lan_probe(&mut self, now: Instant, answered: bool) -> Option<u32> {
+        match self.detector.on_lan_probe(now, answered) {
+            Some(Event::TakeOver { epoch }) => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// When `step` must run again at the latest.
+    pub fn poll_at(&self) -> Instant {
+        self.ch.poll_timeout().min(self.detector.poll_timeout())
+    }
+
+    /// Every stored flow, for the takeover; the store is empty afterwards.
+    pub fn take_flows(&mut self) -> Vec<StoredFlow> {
+        self.store.drain_for_takeover().collect()
+    }
+
+    /// Marks the takeover done (the detector's role becomes primary).
+    pub fn takeover_complete(&mut self, now: Instant) {
+        self.detector.takeover_complete(now);
+    }
+
+    pub fn flows(&self) -> usize {
+        self.store.stats().flows
+    }
+
+    pub fn apply_errors(&self) -> u64 {
+        self.apply_errors
+    }
+
+    pub fn role(&self) -> Role {
+        self.detector.role()
+    }
+}
