@@ -271,6 +271,10 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         work |= w;
         work |= backend.pump();
         next = next.min(t);
+        let busy_debug = std::env::var_os("HOLDFAST_SIM_BUSY").is_some() && iterations % 100_000 == 0;
+        if busy_debug {
+            eprintln!("iter {iterations} t={now} work so far={work}");
+        }
         if let Some(p) = primary.as_mut() {
             let (w, t) = p.step(now);
             work |= w;
@@ -278,6 +282,9 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         }
         if let Some(sb) = standby.as_mut() {
             let (w, t, tk) = sb.step(now, &cfg);
+            if busy_debug {
+                eprintln!("  standby work={w} next={t}");
+            }
             work |= w;
             next = next.min(t);
             if tk.is_some() {

@@ -94,6 +94,8 @@ pub struct ServerCore<P> {
     timers: TimerQueue,
     dirty: Vec<FlowId>,
     arp_requests: Vec<[u8; 4]>,
+    /// Flows whose next hop is being resolved beyond what the ARP cache queues.
+    arp_waiting: Vec<FlowId>,
     scratch: Vec<u8>,
     stats: ServerStats,
     started: bool,
@@ -145,6 +147,7 @@ impl<P: Port> ServerCore<P> {
             timers: TimerQueue::with_capacity(cfg.max_flows as usize),
             dirty: Vec::with_capacity(burst * 2),
             arp_requests: Vec::new(),
+            arp_waiting: Vec::new(),
             scratch,
             stats: ServerStats::default(),
             started: false,
@@ -300,6 +303,11 @@ impl<P: Port> ServerCore<P> {
                 };
                 for id in waiting {
                     self.mark(id);
+                }
+                if !self.arp_waiting.is_empty() {
+                    for id in std::mem::take(&mut self.arp_waiting) {
+                        self.mark(id);
+                    }
                 }
                 if for_us && arp.operation == ArpOperation::Request {
                     let reply = ArpRepr {
@@ -667,8 +675,10 @@ impl<P: Port> ServerCore<P> {
         let mac = match self.neigh.resolve(hop, id, now) {
             Resolved::Send(mac, _) => Some(mac),
             Resolved::Queued { dropped } => {
+                // More flows wait for this address than the cache queues: the one pushed out waits here,
+                // and every waiting flow is serviced again when an ARP answer arrives.
                 if let Some(other) = dropped {
-                    self.dirty.push(other);
+                    self.arp_waiting.push(other);
                 }
                 None
             }

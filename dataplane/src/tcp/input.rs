@@ -138,6 +138,12 @@ impl Connection {
         }
 
         if !acceptable {
+            if self.resync && now < self.resync_until && f.contains(TcpFlags::ACK) && !syn {
+                // A restored engine's receive state may be older than the peer's, so the peer's segments
+                // lie beyond our window; their ACK field is still what the takeover needs (how far the
+                // peer got), so it is taken before the segment is dropped.
+                let _ = self.process_ack(now, seg);
+            }
             self.ack_now = true;
             return Err(SegmentError::OutOfWindow);
         }
