@@ -38,6 +38,8 @@ pub struct ServerStats {
     pub flows_closed: u64,
     pub flows_reset: u64,
     pub snat_exhausted: u64,
+    /// Backend connections retried from another SNAT port after the backend reset the first attempt.
+    pub syn_retries: u64,
     pub table_full: u64,
     pub stray_segments: u64,
     pub segment_errors: BTreeMap<&'static str, u64>,
@@ -61,6 +63,9 @@ fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
 struct ServerFlow {
     client_flow: u64,
     policy: AckPolicy,
+    client_mss: u16,
+    /// Connection attempts made toward the backend for this flow (from different SNAT ports).
+    attempt: u8,
     conn: Box<Connection>,
     gate: Option<AckGate>,
     connected: bool,
@@ -182,6 +187,8 @@ impl<P: Port> ServerCore<P> {
         let flow = ServerFlow {
             client_flow: u64::MAX,
             policy,
+            client_mss: u16::MAX,
+            attempt: 0,
             conn: Box::new(conn),
             gate,
             connected: true,
@@ -468,7 +475,7 @@ impl<P: Port> ServerCore<P> {
     fn handle_message(&mut self, now: Instant, msg: ToServer) {
         match msg {
             ToServer::Open { client_flow, client: _, vip: _, backend, client_mss, policy } => {
-                self.open(now, client_flow, backend, client_mss, policy);
+                self.open(now, client_flow, backend, client_mss, policy, 0);
             }
             ToServer::Data { server, chunk } => {
                 let id = FlowId::from_u64(server);
@@ -534,6 +541,7 @@ impl<P: Port> ServerCore<P> {
         backend: SocketAddrV4,
         client_mss: u16,
         policy: AckPolicy,
+        attempt: u8,
     ) {
         let snat_ip = self.cfg.snat.octets();
         let port = match self.snat.allocate(snat_ip, backend, now) {
@@ -553,6 +561,8 @@ impl<P: Port> ServerCore<P> {
         let flow = ServerFlow {
             client_flow,
             policy,
+            client_mss,
+            attempt,
             conn: Box::new(conn),
             gate: None,
             connected: false,
@@ -708,6 +718,18 @@ impl<P: Port> ServerCore<P> {
             over = true;
         }
 
+        // A backend that resets our SYN may still hold an old connection on that SNAT port (one the dead
+        // primary opened just before a takeover): try again from another port before refusing the client.
+        if refused && f.attempt < 2 && f.client_flow != u64::MAX && conn.counters().segs_in > 0 {
+            let (client_flow, mss, policy, attempt) = (f.client_flow, f.client_mss, f.policy, f.attempt + 1);
+            let backend = self.flows.key(id).map(|k| k.backend);
+            self.remove(now, id);
+            if let Some(backend) = backend {
+                self.stats.syn_retries += 1;
+                self.open(now, client_flow, backend, mss, policy, attempt);
+            }
+            return;
+        }
         if refused || reset || over {
             let client_flow = f.client_flow;
             if client_flow != u64::MAX {

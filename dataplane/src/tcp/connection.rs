@@ -591,6 +591,11 @@ impl Connection {
         }
         self.check_fin_pending();
         self.ack_now = true;
+        if self.resync {
+            // After a takeover this is the first ACK at the peer's real edge: three of them make it
+            // fast-retransmit what it sent into the dead box at once, instead of waiting for its RTO.
+            self.dupacks_to_send = 3;
+        }
     }
 
     /// The ACK number output would use now: RCV.NXT cut at the limit, never below what was sent.
