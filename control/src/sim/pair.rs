@@ -213,6 +213,7 @@ impl Standby {
                 Err(_) => t.failed_flows += 1,
             }
         }
+        cores.b.finish_takeover(now);
         cores.a.announce(now);
         cores.b.announce(now);
         node.takeover_complete(now);

@@ -98,6 +98,10 @@ struct ClientFlow {
     saved_server: Vec<u8>,
     /// Whether the standby has the client half as established (a second flow-opened record).
     standby_established: bool,
+    /// FINs (received, queued) the standby knows of; a change sends it the flow again.
+    fins_saved: (bool, bool),
+    /// The server half changed (a FIN at core B): the standby gets the flow again.
+    server_changed: bool,
     dirty: bool,
     timer: Instant,
 }
@@ -288,6 +292,8 @@ impl<P: Port> ClientCore<P> {
             standby: Standby::NotReplicated,
             saved_server: Vec::new(),
             standby_established: false,
+            fins_saved: (false, false),
+            server_changed: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -508,6 +514,8 @@ impl<P: Port> ClientCore<P> {
             standby: Standby::NotReplicated,
             saved_server: Vec::new(),
             standby_established: false,
+            fins_saved: (false, false),
+            server_changed: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -671,6 +679,14 @@ impl<P: Port> ClientCore<P> {
                     None => self.stats.stale_messages += 1,
                 }
             }
+            ToClient::Saved { client_flow, server_half } => {
+                let id = FlowId::from_u64(client_flow);
+                if let Some(f) = self.flows.get_mut(id) {
+                    f.saved_server = server_half;
+                    f.server_changed = true;
+                    self.mark(id);
+                }
+            }
             ToClient::BackendHealth { listener, backend, healthy } => {
                 if let Some(Some(pool)) = self.pools.get_mut(usize::from(listener)) {
                     let _ = pool.set_healthy(backend, healthy);
@@ -794,8 +810,12 @@ impl<P: Port> ClientCore<P> {
         // Replication: offer the flow to the standby (again, after back-pressure).
         // Once the handshake is complete the standby gets the flow again, established (a record for a
         // known flow replaces its state), so a takeover resumes it without redoing the handshake.
-        let established_pending =
-            f.standby == Standby::Confirmed && !f.standby_established && conn.state().is_synchronized();
+        // So does every FIN (in either direction, at either core): a takeover must know a half is closing.
+        let fins = (conn.is_recv_closed(), f.s2c_closed);
+        let fin_changed = f.standby_established && (fins != f.fins_saved || f.server_changed);
+        let established_pending = f.standby == Standby::Confirmed
+            && (!f.standby_established || fin_changed)
+            && conn.state().is_synchronized();
         if let (true, Some(r)) =
             (f.standby == Standby::ToOffer || established_pending, self.replicator.as_mut())
         {
@@ -815,7 +835,11 @@ impl<P: Port> ClientCore<P> {
                 server_half,
             };
             match r.flow_opened(now, &rec) {
-                Ok(()) if established_pending => f.standby_established = true,
+                Ok(()) if established_pending => {
+                    f.standby_established = true;
+                    f.fins_saved = fins;
+                    f.server_changed = false;
+                }
                 Ok(()) => f.standby = Standby::Waiting,
                 Err(ReplicateError::Busy) => {}
                 Err(ReplicateError::Unprotectable) => {

@@ -59,6 +59,8 @@ pub enum ToClient {
     Fin { client_flow: u64 },
     /// The server side is gone: reset the client side.
     Abort { client_flow: u64 },
+    /// The server half's engine after a FIN went either way, for the standby (`SavedConnection::encode`).
+    Saved { client_flow: u64, server_half: Vec<u8> },
     /// A health check moved a backend of a listener's pool down or up (existing flows are unaffected).
     BackendHealth { listener: u16, backend: BackendId, healthy: bool },
 }

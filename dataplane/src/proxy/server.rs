@@ -64,6 +64,8 @@ struct ServerFlow {
     client_flow: u64,
     policy: AckPolicy,
     client_mss: u16,
+    /// FINs (received, queued) the standby has been told about through core A.
+    fins_saved: (bool, bool),
     /// Connection attempts made toward the backend for this flow (from different SNAT ports).
     attempt: u8,
     conn: Box<Connection>,
@@ -188,6 +190,7 @@ impl<P: Port> ServerCore<P> {
             client_flow: u64::MAX,
             policy,
             client_mss: u16::MAX,
+            fins_saved: (false, false),
             attempt: 0,
             conn: Box::new(conn),
             gate,
@@ -213,6 +216,25 @@ impl<P: Port> ServerCore<P> {
                 let _ = self.snat.release(self.cfg.snat.octets(), backend, local.port(), now);
                 self.stats.table_full += 1;
                 Err(CoreError::Takeover("flow table full"))
+            }
+        }
+    }
+
+    /// Ends a takeover: SNAT ports the dead primary may have used last (it hands them out in order, and the
+    /// standby only knows the ones of replicated flows) rest in quarantine, so a new flow never reuses a
+    /// port on which a backend still holds a half-open connection.
+    pub fn finish_takeover(&mut self, now: Instant) {
+        let snat_ip = self.cfg.snat.octets();
+        let (lo, hi) = self.cfg.snat_ports;
+        let highest = self.flows.iter().map(|(_, k, _)| k.snat_port).max().unwrap_or(lo);
+        let until = highest.saturating_add(256).min(hi);
+        let backends: Vec<SocketAddrV4> =
+            self.cfg.listeners.iter().flat_map(|l| l.backends.iter().map(|b| b.0)).collect();
+        for backend in backends {
+            for port in lo..=until {
+                if self.snat.reserve(snat_ip, backend, port, now).is_ok() {
+                    let _ = self.snat.release(snat_ip, backend, port, now);
+                }
             }
         }
     }
@@ -562,6 +584,7 @@ impl<P: Port> ServerCore<P> {
             client_flow,
             policy,
             client_mss,
+            fins_saved: (false, false),
             attempt,
             conn: Box::new(conn),
             gate: None,
@@ -677,6 +700,15 @@ impl<P: Port> ServerCore<P> {
         if let Some(gate) = &mut f.gate {
             gate.on_received(conn.rcv_nxt());
             conn.set_ack_limit(Some(gate.allowed()));
+        }
+
+        // A FIN either way changes what a standby must resume: send core A the half as it is now.
+        let fins = (conn.is_recv_closed(), f.c2s_closed);
+        if f.connected && f.client_flow != u64::MAX && fins != f.fins_saved && (fins.0 || fins.1) {
+            f.fins_saved = fins;
+            let mut server_half = Vec::with_capacity(crate::tcp::SAVED_LEN);
+            conn.save().encode(&mut server_half);
+            self.outbox.push_back(ToClient::Saved { client_flow: f.client_flow, server_half });
         }
 
         // Transmit, once the next hop's MAC is known.
