@@ -188,8 +188,8 @@ impl Standby {
         let mut t = Takeover { at: now, ..Default::default() };
         for f in node.take_flows() {
             let halves = SavedConnection::decode(&f.client_half)
-                .and_then(|(c, _)| SavedConnection::decode(&f.server_half).map(|(s, _)| (c, s)));
-            let Ok((ch, sh)) = halves else {
+                .and_then(|(c, used)| SavedConnection::decode(&f.server_half).map(|(s, _)| (c, used, s)));
+            let Ok((ch, used, sh)) = halves else {
                 t.failed_flows += 1;
                 continue;
             };
@@ -205,7 +205,9 @@ impl Standby {
                 t.failed_flows += 1;
                 continue;
             };
-            match cores.a.install(now, client, sid, policy, cconn) {
+            // The client's MAC follows its saved engine in the record.
+            let client_mac = f.client_half.get(used..used + 6).and_then(|m| <[u8; 6]>::try_from(m).ok());
+            match cores.a.install(now, client, sid, policy, cconn, client_mac) {
                 Ok(cid) => {
                     cores.b.link(sid, cid);
                     t.flows += 1;

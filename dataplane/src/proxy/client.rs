@@ -256,6 +256,7 @@ impl<P: Port> ClientCore<P> {
         server: u64,
         policy: AckPolicy,
         mut conn: Connection,
+        peer_mac: Option<[u8; 6]>,
     ) -> Result<u64, InsertError> {
         let vip = conn.local();
         let key = ClientKey { client, vip };
@@ -277,8 +278,8 @@ impl<P: Port> ClientCore<P> {
             listener,
             policy,
             backend: None,
-            // The client's MAC is learned from its first frame; until then frames are flooded.
-            peer_mac: EthernetAddress::BROADCAST,
+            // Without a replicated MAC, frames are flooded until the client's first frame says where it is.
+            peer_mac: peer_mac.map_or(EthernetAddress::BROADCAST, EthernetAddress),
             phase: Phase::Open(Box::new(conn)),
             server: Some(server),
             gate,
@@ -820,8 +821,11 @@ impl<P: Port> ClientCore<P> {
             (f.standby == Standby::ToOffer || established_pending, self.replicator.as_mut())
         {
             let server_half = &f.saved_server;
-            let mut client_half = Vec::with_capacity(crate::tcp::SAVED_LEN);
+            // The saved engine, then the client's MAC: a standby that takes over can answer the client
+            // before hearing from it (its ARP cache still names the VIP's virtual MAC, not ours).
+            let mut client_half = Vec::with_capacity(crate::tcp::SAVED_LEN + 6);
             conn.save().encode(&mut client_half);
+            client_half.extend_from_slice(&f.peer_mac.0);
             let (client, vip) = (conn.remote(), conn.local());
             let snat_and_backend = server_endpoints(server_half);
             let rec = FlowOpened {

@@ -222,6 +222,11 @@ pub struct Connection {
     pub(crate) challenge_pending: bool,
     pub(crate) challenge_window: (Instant, u32),
     pub(crate) probe_pending: bool,
+    /// After a takeover: probes repeat (with backoff) until the peer is heard, since a peer may ignore
+    /// one (rate-limited challenge ACKs) and an idle peer says nothing by itself.
+    pub(crate) probe_until_heard: bool,
+    pub(crate) probe_deadline: Option<Instant>,
+    pub(crate) probe_interval: Duration,
     pub(crate) rst_pending: bool,
     pub(crate) force_probe: bool,
 
@@ -311,6 +316,9 @@ impl Connection {
             challenge_pending: false,
             challenge_window: (now, 0),
             probe_pending: false,
+            probe_until_heard: false,
+            probe_deadline: None,
+            probe_interval: Duration::from_millis(50),
             rst_pending: false,
             force_probe: false,
             rto_deadline: None,
@@ -615,6 +623,7 @@ impl Connection {
     pub fn probe(&mut self) {
         if self.state.is_synchronized() {
             self.probe_pending = true;
+            self.probe_until_heard = true;
         }
     }
 
@@ -700,6 +709,7 @@ impl Connection {
             self.delack_deadline,
             self.time_wait_deadline,
             self.reopen_deadline,
+            self.probe_deadline,
             idle,
         ]
         .into_iter()
@@ -726,6 +736,13 @@ impl Connection {
         if self.delack_deadline.is_some_and(|t| t <= now) {
             self.delack_deadline = None;
             self.ack_now = true;
+        }
+        if self.probe_deadline.is_some_and(|t| t <= now) {
+            self.probe_deadline = None;
+            if self.probe_until_heard {
+                self.probe_pending = true;
+                self.probe_interval = (self.probe_interval * 2).min(Duration::from_secs(2));
+            }
         }
         if self.reopen_deadline.is_some_and(|t| t <= now) {
             if self.recv_buf.nxt() == self.reopen_from && self.reopen_tries < 6 {
@@ -823,6 +840,9 @@ impl Connection {
     pub(crate) fn update_timers(&mut self, now: Instant) {
         if !self.state.is_synchronized() {
             return;
+        }
+        if self.probe_until_heard && self.probe_deadline.is_none() {
+            self.probe_deadline = Some(now + self.probe_interval);
         }
         if self.reopen_arm {
             self.reopen_arm = false;

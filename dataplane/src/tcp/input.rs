@@ -12,6 +12,9 @@ impl Connection {
     /// Nothing a peer sends can make this panic.
     pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) -> Result<(), SegmentError> {
         self.counters.segs_in += 1;
+        // The peer spoke: a takeover's probing has done its job.
+        self.probe_until_heard = false;
+        self.probe_deadline = None;
         let r = match self.state {
             State::Closed => Err(SegmentError::Closed),
             State::SynSent => self.input_syn_sent(now, seg),
