@@ -8,6 +8,7 @@
 //! acknowledged to a client is held by the backend) on every step, and invariant 3's "exactly once, in
 //! order, no reset" at the end, byte for byte, through checksummed streams.
 
+pub mod scale;
 pub mod smol;
 pub mod stream;
 
