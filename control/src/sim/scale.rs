@@ -484,6 +484,8 @@ pub struct Sim {
     pub invariant1_violations: u64,
     /// Most flows core A held at once.
     pub peak_flows: usize,
+    /// The clock never moves past this (set by [`Sim::run_until`]).
+    horizon: Instant,
     buf: Vec<u8>,
 }
 
@@ -578,6 +580,7 @@ impl Sim {
             invariant1_checks: 0,
             invariant1_violations: 0,
             peak_flows: 0,
+            horizon: Instant::FAR_FUTURE,
         })
     }
 
@@ -723,13 +726,16 @@ impl Sim {
             let port_at = c.host.device.port_mut().poll_at().unwrap_or(Instant::FAR_FUTURE);
             if c.kicked || port_at <= now || c.smol_next <= now || c.next_start <= now {
                 c.kicked = false;
-                let (w, _) = c.host.poll(now);
-                work |= w;
-                let pumped = pump_client(c, now, release, &mut self.buf);
-                work |= pumped;
-                let (w, t) = c.host.poll(now);
-                work |= w;
-                c.smol_next = t;
+                // Poll and pump until quiet: a pump that read data may have more to write.
+                for _ in 0..8 {
+                    let (w, t) = c.host.poll(now);
+                    c.smol_next = t;
+                    let pumped = pump_client(c, now, release, &mut self.buf);
+                    work |= w || pumped;
+                    if !pumped {
+                        break;
+                    }
+                }
             }
             let port_at = c.host.device.port_mut().poll_at().unwrap_or(Instant::FAR_FUTURE);
             next = next.min(c.smol_next).min(port_at).min(c.next_start);
@@ -737,12 +743,15 @@ impl Sim {
         for b in &mut self.backends {
             let port_at = b.host.device.port_mut().poll_at().unwrap_or(Instant::FAR_FUTURE);
             if port_at <= now || b.smol_next <= now {
-                let (w, _) = b.host.poll(now);
-                work |= w;
-                work |= b.pump(&mut self.buf);
-                let (w, t) = b.host.poll(now);
-                work |= w;
-                b.smol_next = t;
+                for _ in 0..8 {
+                    let (w, t) = b.host.poll(now);
+                    b.smol_next = t;
+                    let pumped = b.pump(&mut self.buf);
+                    work |= w || pumped;
+                    if !pumped {
+                        break;
+                    }
+                }
             }
             let port_at = b.host.device.port_mut().poll_at().unwrap_or(Instant::FAR_FUTURE);
             next = next.min(b.smol_next).min(port_at);
@@ -791,25 +800,25 @@ impl Sim {
             // The application's disk works in real time; let it, as if it were instant in virtual time.
             std::thread::sleep(std::time::Duration::from_micros(50));
         } else {
-            self.clock.advance_to(next.max(now + Duration::from_micros(1)));
+            self.clock.advance_to(next.max(now + Duration::from_micros(1)).min(self.horizon.max(now)));
         }
         work
     }
 
     /// Steps until `done` holds or virtual time reaches `limit`; returns whether `done` held.
     pub fn run_until(&mut self, limit: Instant, mut done: impl FnMut(&Sim) -> bool) -> bool {
-        loop {
+        self.horizon = limit;
+        let held = loop {
             if done(self) {
-                return true;
+                break true;
             }
             if self.clock.now() >= limit {
-                return false;
+                break false;
             }
-            let work = self.step();
-            if !work && self.clock.now() > limit {
-                self.clock.advance_to(limit);
-            }
-        }
+            self.step();
+        };
+        self.horizon = Instant::FAR_FUTURE;
+        held
     }
 
     /// Steps for `d` of virtual time.
@@ -831,13 +840,46 @@ impl Sim {
         })
     }
 
-    /// One line per unfinished connection, for a failing test's message.
+    /// One line per unfinished connection (those not yet delivered first), with the proxy's view of it,
+    /// for a failing test's message.
     pub fn unfinished(&self, max: usize) -> String {
-        self.conns()
-            .filter(|c| c.outcome != Outcome::Complete)
-            .take(max)
-            .map(|c| format!("{c:?}\n"))
-            .collect()
+        let undelivered = |c: &&Conn| match c.payload {
+            Payload::Echo(_) => !c.echo.is_complete(),
+            Payload::Records { .. } => c.acked < c.written || !c.writer.is_done(c.written),
+        };
+        let mut out = String::new();
+        let a = self.core_a.debug_flows();
+        let first = self.conns().filter(undelivered).take(max);
+        let rest = self.conns().filter(|c| c.outcome != Outcome::Complete && !undelivered(c)).take(max);
+        for c in first.chain(rest).take(max) {
+            out.push_str(&format!("{c:?}\n"));
+            let host = self.clients.iter().position(|cl| cl.conns.iter().any(|x| x.id == c.id)).unwrap_or(0);
+            let needle = format!(" {}:{} ", client_ip(host), c.local_port);
+            for line in a.lines().filter(|l| l.contains(&needle)) {
+                out.push_str(&format!("    {line}\n"));
+            }
+            for (bi, b) in self.backends.iter().enumerate() {
+                for bc in b.conns.iter().filter(|bc| bc.reader.report().id == Some(c.id)) {
+                    let s = b.host.sockets.get::<tcp::Socket>(bc.handle);
+                    out.push_str(&format!(
+                        "    backend {bi}: {:?} {:?} received={} echo_pending={} sendq={} recvq={}\n",
+                        s.remote_endpoint(),
+                        s.state(),
+                        bc.received,
+                        bc.echo.len(),
+                        s.send_queue(),
+                        s.recv_queue()
+                    ));
+                    if let Some(ep) = s.remote_endpoint() {
+                        let needle = format!(" {}:{}:{} ", backend_ip(bi), SERVICE_PORT, ep.port);
+                        for line in self.core_b.debug_flows().lines().filter(|l| l.contains(&needle)) {
+                            out.push_str(&format!("    {line}\n"));
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
