@@ -39,7 +39,12 @@ fn every_acknowledged_record_is_on_disk() {
     let mut sim = Sim::new(cfg, apps, Some(busy)).unwrap();
     let conns = 24u64;
     for i in 0..conns {
-        sim.connect((i % 4) as usize, Payload::Records { len: RECORD, count: 200 + i * 7 }, Instant::from_millis(i)).unwrap();
+        sim.connect(
+            (i % 4) as usize,
+            Payload::Records { len: RECORD, count: 200 + i * 7 },
+            Instant::from_millis(i),
+        )
+        .unwrap();
     }
     sim.release();
     let mut checks = 0;
@@ -53,7 +58,11 @@ fn every_acknowledged_record_is_on_disk() {
     let t = sim.tally();
     assert!(sim.all_done(), "{t:?}\n{}", sim.unfinished(8));
     assert!(checks > 5, "the file was checked during the run: {checks}");
-    assert!(sim.conns().all(|c| c.outcome == Outcome::Complete && c.acked == c.written), "{}", sim.unfinished(8));
+    assert!(
+        sim.conns().all(|c| c.outcome == Outcome::Complete && c.acked == c.written),
+        "{}",
+        sim.unfinished(8)
+    );
     let a = sim.core_a.stats().clone();
     drop(sim);
     // With the application gone (its writer synced and joined), every record is there exactly once.

@@ -65,13 +65,22 @@ fn a_backend_goes_down_and_comes_back() {
     let before: Vec<u32> = sim.conns().map(|c| c.id).collect();
     let mut new_ids = Vec::new();
     for i in 0..30u64 {
-        let id = sim.connect((i % 4) as usize, Payload::Echo(2000 + i), sim.now() + Duration::from_millis(i)).unwrap();
+        let id = sim
+            .connect((i % 4) as usize, Payload::Echo(2000 + i), sim.now() + Duration::from_millis(i))
+            .unwrap();
         new_ids.push(id);
     }
-    assert!(sim.run_until(sim.now() + Duration::from_secs(20), |s| s.all_delivered()), "{}", sim.unfinished(8));
+    assert!(
+        sim.run_until(sim.now() + Duration::from_secs(20), |s| s.all_delivered()),
+        "{}",
+        sim.unfinished(8)
+    );
     let on0_now = sim.backend_ids(0).unwrap();
     let on1_now = sim.backend_ids(1).unwrap();
-    assert!(new_ids.iter().all(|id| on0_now.contains(id) && !on1_now.contains(id)), "new flows avoid backend 1");
+    assert!(
+        new_ids.iter().all(|id| on0_now.contains(id) && !on1_now.contains(id)),
+        "new flows avoid backend 1"
+    );
     assert_eq!(sim.core_a.stats().flows_refused, 0);
     assert_eq!(sim.core_a.stats().flows_reset, 0, "no existing flow was reset: {:?}", sim.core_a.stats());
     assert_eq!(sim.open_conns(), before.len() + new_ids.len(), "every flow still open");
@@ -85,9 +94,16 @@ fn a_backend_goes_down_and_comes_back() {
     assert!(marked_up, "backend 1 never marked up again: {:?}", sim.health_seen);
     let mut later = Vec::new();
     for i in 0..30u64 {
-        later.push(sim.connect((i % 4) as usize, Payload::Echo(1000 + i), sim.now() + Duration::from_millis(i)).unwrap());
+        later.push(
+            sim.connect((i % 4) as usize, Payload::Echo(1000 + i), sim.now() + Duration::from_millis(i))
+                .unwrap(),
+        );
     }
-    assert!(sim.run_until(sim.now() + Duration::from_secs(20), |s| s.all_delivered()), "{}", sim.unfinished(8));
+    assert!(
+        sim.run_until(sim.now() + Duration::from_secs(20), |s| s.all_delivered()),
+        "{}",
+        sim.unfinished(8)
+    );
     let on1_now = sim.backend_ids(1).unwrap();
     assert!(later.iter().any(|id| on1_now.contains(id)), "backend 1 serves new flows again");
 
@@ -108,7 +124,8 @@ fn a_full_flow_table_drops_excess_syns_and_keeps_existing_flows_intact() {
     for i in 0..128u64 {
         sim.connect((i % 8) as usize, Payload::Echo(4000 + i), Instant::from_millis(i / 4)).unwrap();
     }
-    let full = sim.run_until(Instant::from_millis(3_000), |s| s.core_a.stats().table_full > 0 && s.open_conns() >= 40);
+    let full = sim
+        .run_until(Instant::from_millis(3_000), |s| s.core_a.stats().table_full > 0 && s.open_conns() >= 40);
     assert!(full, "{:?} open={}", sim.core_a.stats(), sim.open_conns());
     assert!(sim.core_a.flow_count() <= 48);
     // Hold the table full for a while: the rejected clients keep retrying their SYNs, and are dropped.
@@ -138,10 +155,14 @@ fn a_full_flow_table_drops_excess_syns_and_keeps_existing_flows_intact() {
     assert_eq!(t.complete + t.broken, t.conns);
     assert!(t.complete >= 48, "{t:?}");
     assert_eq!(t.bad, 0);
-    let delivered: u64 = sim.conns().filter(|c| c.established).map(|c| match c.payload {
-        Payload::Echo(n) => n,
-        Payload::Records { .. } => 0,
-    }).sum();
+    let delivered: u64 = sim
+        .conns()
+        .filter(|c| c.established)
+        .map(|c| match c.payload {
+            Payload::Echo(n) => n,
+            Payload::Records { .. } => 0,
+        })
+        .sum();
     assert_eq!((t.delivered, t.echoed), (delivered, delivered), "{t:?}");
     assert!(sim.peak_flows <= 48);
     assert_eq!(a.flows_reset, 0);

@@ -5,10 +5,14 @@
 //! Every one is a counted drop or answer; nothing panics; the real flows' bytes arrive intact and none is
 //! reset.
 
-use control::sim::scale::{Outcome, Payload, ScaleConfig, Sim, ATTACKER_MAC, PROXY_CLIENT_MAC, SERVICE_PORT, VIP};
+use control::sim::scale::{
+    Outcome, Payload, ScaleConfig, Sim, ATTACKER_MAC, PROXY_CLIENT_MAC, SERVICE_PORT, VIP,
+};
 use dataplane::gate::AckPolicy;
 use dataplane::time::{Duration, Instant};
-use dataplane::wire::{build_tcp_frame, checksum, EthernetAddress, FrameHeader, Ipv4Address, TcpFlags, TcpOptions, TcpRepr};
+use dataplane::wire::{
+    build_tcp_frame, checksum, EthernetAddress, FrameHeader, Ipv4Address, TcpFlags, TcpOptions, TcpRepr,
+};
 use std::net::Ipv4Addr;
 
 /// A small deterministic generator (splitmix64), so the attack replays from its seed.
@@ -26,16 +30,34 @@ impl Rng {
     }
 }
 
-fn segment(src: Ipv4Addr, sport: u16, seq: u32, ack: u32, flags: TcpFlags, options: TcpOptions, payload: &[u8]) -> Vec<u8> {
+fn segment(
+    src: Ipv4Addr,
+    sport: u16,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    options: TcpOptions,
+    payload: &[u8],
+) -> Vec<u8> {
     let hdr = FrameHeader::new(
         EthernetAddress(ATTACKER_MAC),
         EthernetAddress(PROXY_CLIENT_MAC),
         Ipv4Address(src.octets()),
         Ipv4Address(VIP.octets()),
     );
-    let repr = TcpRepr { src_port: sport, dst_port: SERVICE_PORT, seq, ack, flags, window: 1024, urgent: 0, options, payload };
+    let repr = TcpRepr {
+        src_port: sport,
+        dst_port: SERVICE_PORT,
+        seq,
+        ack,
+        flags,
+        window: 1024,
+        urgent: 0,
+        options,
+        payload,
+    };
     let mut buf = vec![0u8; 1600];
-    let n = build_tcp_frame(&mut buf, &hdr, &repr).unwrap();
+    let n = build_tcp_frame(&mut buf, &hdr, &repr).expect("frame fits");
     buf.truncate(n);
     buf
 }
@@ -53,7 +75,10 @@ fn fix_tcp_checksum(f: &mut [u8]) {
     let src = Ipv4Address([f[26], f[27], f[28], f[29]]);
     let dst = Ipv4Address([f[30], f[31], f[32], f[33]]);
     let len = (f.len() - 34) as u16;
-    let c = checksum::finish(checksum::combine(&[checksum::pseudo_header_ipv4(src, dst, 6, len), checksum::data(&f[34..])]));
+    let c = checksum::finish(checksum::combine(&[
+        checksum::pseudo_header_ipv4(src, dst, 6, len),
+        checksum::data(&f[34..]),
+    ]));
     f[50..52].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -61,7 +86,15 @@ fn fix_tcp_checksum(f: &mut [u8]) {
 fn volley(rng: &mut Rng, real: &[(Ipv4Addr, u16)]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let src = Ipv4Addr::new(198, 18, 1, 200 + rng.below(40) as u8);
-    let good = segment(src, 30_000 + rng.below(1000) as u16, rng.next() as u32, rng.next() as u32, TcpFlags::ACK, TcpOptions::default(), b"hostile payload");
+    let good = segment(
+        src,
+        30_000 + rng.below(1000) as u16,
+        rng.next() as u32,
+        rng.next() as u32,
+        TcpFlags::ACK,
+        TcpOptions::default(),
+        b"hostile payload",
+    );
     // Truncated anywhere (an Ethernet header cut short, an IP header cut short, a TCP header cut short).
     for _ in 0..3 {
         let cut = 1 + rng.below(good.len() as u64 - 2) as usize;
@@ -78,7 +111,8 @@ fn volley(rng: &mut Rng, real: &[(Ipv4Addr, u16)]) -> Vec<Vec<u8>> {
     // Malformed options: an MSS option whose length byte is 0, then 40 (past the header), checksums right.
     for bad_len in [0u8, 40] {
         let opts = TcpOptions { mss: Some(1460), ..TcpOptions::default() };
-        let mut f = segment(src, 31_000 + rng.below(1000) as u16, rng.next() as u32, 0, TcpFlags::SYN, opts, &[]);
+        let mut f =
+            segment(src, 31_000 + rng.below(1000) as u16, rng.next() as u32, 0, TcpFlags::SYN, opts, &[]);
         f[55] = bad_len;
         fix_tcp_checksum(&mut f);
         out.push(f);
@@ -94,17 +128,49 @@ fn volley(rng: &mut Rng, real: &[(Ipv4Addr, u16)]) -> Vec<Vec<u8>> {
     for _ in 0..4 {
         if let Some(&(ip, port)) = real.get(rng.below(real.len() as u64) as usize) {
             out.push(segment(ip, port, rng.next() as u32, 0, TcpFlags::RST, TcpOptions::default(), &[]));
-            out.push(segment(ip, port, rng.next() as u32, rng.next() as u32, TcpFlags::RST | TcpFlags::ACK, TcpOptions::default(), &[]));
+            out.push(segment(
+                ip,
+                port,
+                rng.next() as u32,
+                rng.next() as u32,
+                TcpFlags::RST | TcpFlags::ACK,
+                TcpOptions::default(),
+                &[],
+            ));
             out.push(segment(ip, port, rng.next() as u32, 0, TcpFlags::SYN, TcpOptions::default(), &[]));
             // Data with a random sequence number and acknowledgment on a real flow.
-            out.push(segment(ip, port, rng.next() as u32, rng.next() as u32, TcpFlags::ACK | TcpFlags::PSH, TcpOptions::default(), b"injected"));
+            out.push(segment(
+                ip,
+                port,
+                rng.next() as u32,
+                rng.next() as u32,
+                TcpFlags::ACK | TcpFlags::PSH,
+                TcpOptions::default(),
+                b"injected",
+            ));
         }
     }
     // Segments for flows that do not exist, and a SYN from a spoofed source (a half-open flood).
     for _ in 0..2 {
-        out.push(segment(src, 20_000 + rng.below(9000) as u16, rng.next() as u32, rng.next() as u32, TcpFlags::ACK, TcpOptions::default(), b"x"));
+        out.push(segment(
+            src,
+            20_000 + rng.below(9000) as u16,
+            rng.next() as u32,
+            rng.next() as u32,
+            TcpFlags::ACK,
+            TcpOptions::default(),
+            b"x",
+        ));
     }
-    out.push(segment(src, 50_000 + rng.below(10_000) as u16, rng.next() as u32, 0, TcpFlags::SYN, TcpOptions::default(), &[]));
+    out.push(segment(
+        src,
+        50_000 + rng.below(10_000) as u16,
+        rng.next() as u32,
+        0,
+        TcpFlags::SYN,
+        TcpOptions::default(),
+        &[],
+    ));
     out
 }
 
@@ -126,8 +192,11 @@ fn hostile_frames_are_counted_drops_and_real_flows_stay_intact() {
     while !sim.all_done() && sim.now() < Instant::from_millis(60_000) {
         // Forged segments aim at the real flows once they are established (a SYN forged before the client's
         // own would take its 4-tuple first, as with any TCP server; that is not another flow's data).
-        let real: Vec<(Ipv4Addr, u16)> =
-            sim.conns().filter(|c| c.established && c.outcome == Outcome::Running).map(|c| tuple(c.id)).collect();
+        let real: Vec<(Ipv4Addr, u16)> = sim
+            .conns()
+            .filter(|c| c.established && c.outcome == Outcome::Running)
+            .map(|c| tuple(c.id))
+            .collect();
         let frames = volley(&mut rng, &real);
         injected += sim.inject(&frames);
         volleys += 1;
@@ -153,7 +222,12 @@ fn hostile_frames_are_counted_drops_and_real_flows_stay_intact() {
     for k in ["ipv4_bad_checksum", "tcp_bad_checksum", "tcp_bad_option", "ipv4_fragment"] {
         assert!(bad(k) >= volleys as u64 / 2, "{k}: {:?}", io.bad_frames);
     }
-    let truncated: u64 = io.bad_frames.iter().filter(|(k, _)| k.contains("truncated") || k.contains("length")).map(|(_, v)| v).sum();
+    let truncated: u64 = io
+        .bad_frames
+        .iter()
+        .filter(|(k, _)| k.contains("truncated") || k.contains("length"))
+        .map(|(_, v)| v)
+        .sum();
     assert!(truncated > 0, "{:?}", io.bad_frames);
     // Segments for unknown flows are strays (answered with RST); forged segments on real flows are refused.
     // (The attacker's link loses frames too, 1 %, so not quite two per volley.)

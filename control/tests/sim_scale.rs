@@ -15,14 +15,14 @@ pub fn flows_test(seed: u64, hosts: usize, per_host: usize, backends: usize) {
     let mut cfg = ScaleConfig::lossy(seed, AckPolicy::Backend, hosts, backends);
     cfg.max_flows = (total + total / 4) as u32;
     cfg.backend_listeners = total / backends + 64;
-    let mut sim = Sim::new(cfg, Vec::new(), None).unwrap();
+    let mut sim = Sim::new(cfg, Vec::new(), None).expect("topology");
     // Spread the SYNs over 200 ms, and give every flow a small, different transfer.
     for j in 0..per_host {
         for h in 0..hosts {
             let i = (j * hosts + h) as u64;
             let start = Instant::from_micros(i * 200_000 / total as u64);
             let bytes = 500 + (i * 7919) % 2500;
-            sim.connect(h, Payload::Echo(bytes), start).unwrap();
+            sim.connect(h, Payload::Echo(bytes), start).expect("host exists");
         }
     }
     let all_echoed = sim.run_until(Instant::from_millis(60_000), |s| s.all_delivered());
@@ -39,10 +39,13 @@ pub fn flows_test(seed: u64, hosts: usize, per_host: usize, backends: usize) {
     assert_eq!(t.complete, total, "{t:?}\n{}", sim.unfinished(10));
     assert_eq!(t.broken, 0, "{t:?}");
     assert_eq!(t.bad, 0, "corrupted, duplicated or misplaced bytes: {t:?}");
-    let body: u64 = sim.conns().map(|c| match c.payload {
-        Payload::Echo(n) => n,
-        Payload::Records { .. } => 0,
-    }).sum();
+    let body: u64 = sim
+        .conns()
+        .map(|c| match c.payload {
+            Payload::Echo(n) => n,
+            Payload::Records { .. } => 0,
+        })
+        .sum();
     assert_eq!(t.delivered, body, "{t:?}");
     assert_eq!(t.echoed, body, "{t:?}");
     assert!(sim.conns().all(|c| c.outcome == Outcome::Complete));

@@ -61,12 +61,14 @@ fn backend_ip(b: usize) -> Ipv4Addr {
 }
 
 fn config(max_flows: u32, buffer: usize) -> ProxyConfig {
-    let mut tcp = dataplane::tcp::Config::default();
-    tcp.send_buffer = buffer;
-    tcp.recv_buffer = buffer;
-    tcp.time_wait = Duration::from_millis(5);
-    tcp.delayed_ack = Duration::from_micros(200);
-    tcp.isn_secret = [3; 16];
+    let tcp = dataplane::tcp::Config {
+        send_buffer: buffer,
+        recv_buffer: buffer,
+        time_wait: Duration::from_millis(5),
+        delayed_ack: Duration::from_micros(200),
+        isn_secret: [3; 16],
+        ..Default::default()
+    };
     ProxyConfig {
         vip: VIP,
         client_mac: EthernetAddress(PROXY_C_MAC),
@@ -175,7 +177,17 @@ impl Generator {
             TcpOptions::default()
         };
         let payload = self.payload.get(..len).unwrap_or(&[]);
-        let repr = TcpRepr { src_port: port, dst_port: PORT, seq, ack, flags, window: 65_535, urgent: 0, options, payload };
+        let repr = TcpRepr {
+            src_port: port,
+            dst_port: PORT,
+            seq,
+            ack,
+            flags,
+            window: 65_535,
+            urgent: 0,
+            options,
+            payload,
+        };
         Self::emit(&mut self.cport, &mut self.tx, |b| build_tcp_frame(b, &hdr, &repr).ok());
         if self.tx.len() >= BURST {
             self.cport.send(now, &mut self.tx);
@@ -231,7 +243,9 @@ impl Generator {
             let in_flight = f.snd_nxt.wrapping_sub(f.snd_una);
             let mut k = 0;
             let mut seq = f.snd_nxt;
-            while in_flight + k * self.seg as u32 + (self.seg as u32) <= self.window * self.seg as u32 && sent < budget {
+            while in_flight + k * self.seg as u32 + (self.seg as u32) <= self.window * self.seg as u32
+                && sent < budget
+            {
                 self.client_frame(now, i as u32, seq, f.rcv_nxt, TcpFlags::ACK | TcpFlags::PSH, self.seg);
                 seq = seq.wrapping_add(self.seg as u32);
                 k += 1;
@@ -315,7 +329,12 @@ impl Generator {
                     let idx = b * 65_536 + usize::from(seg.src_port);
                     let Some(s) = self.servers.get_mut(idx) else { continue };
                     if seg.flags.contains(TcpFlags::SYN) {
-                        *s = SFlow { iss: (idx as u32).wrapping_mul(40_503), rcv_nxt: seg.seq.wrapping_add(1), ack_due: false, closed: false };
+                        *s = SFlow {
+                            iss: (idx as u32).wrapping_mul(40_503),
+                            rcv_nxt: seg.seq.wrapping_add(1),
+                            ack_due: false,
+                            closed: false,
+                        };
                         let repr = TcpRepr {
                             src_port: seg.dst_port,
                             dst_port: seg.src_port,
@@ -327,7 +346,12 @@ impl Generator {
                             options: TcpOptions { mss: Some(1460), ..TcpOptions::default() },
                             payload: &[],
                         };
-                        let hdr = FrameHeader::new(EthernetAddress(GEN_S_MAC), EthernetAddress(PROXY_S_MAC), ip.dst_addr, ip.src_addr);
+                        let hdr = FrameHeader::new(
+                            EthernetAddress(GEN_S_MAC),
+                            EthernetAddress(PROXY_S_MAC),
+                            ip.dst_addr,
+                            ip.src_addr,
+                        );
                         Self::emit(&mut self.sport, &mut self.tx, |b| build_tcp_frame(b, &hdr, &repr).ok());
                     } else if seg.flags.contains(TcpFlags::RST) {
                         s.closed = true;
@@ -335,7 +359,9 @@ impl Generator {
                         if seg.seq == s.rcv_nxt {
                             s.rcv_nxt = s.rcv_nxt.wrapping_add(seg.payload.len() as u32);
                         }
-                        if seg.flags.contains(TcpFlags::FIN) && seg.seq.wrapping_add(seg.payload.len() as u32) == s.rcv_nxt {
+                        if seg.flags.contains(TcpFlags::FIN)
+                            && seg.seq.wrapping_add(seg.payload.len() as u32) == s.rcv_nxt
+                        {
                             s.rcv_nxt = s.rcv_nxt.wrapping_add(1);
                             s.closed = true;
                             let repr = TcpRepr {
@@ -349,8 +375,15 @@ impl Generator {
                                 options: TcpOptions::default(),
                                 payload: &[],
                             };
-                            let hdr = FrameHeader::new(EthernetAddress(GEN_S_MAC), EthernetAddress(PROXY_S_MAC), ip.dst_addr, ip.src_addr);
-                            Self::emit(&mut self.sport, &mut self.tx, |b| build_tcp_frame(b, &hdr, &repr).ok());
+                            let hdr = FrameHeader::new(
+                                EthernetAddress(GEN_S_MAC),
+                                EthernetAddress(PROXY_S_MAC),
+                                ip.dst_addr,
+                                ip.src_addr,
+                            );
+                            Self::emit(&mut self.sport, &mut self.tx, |b| {
+                                build_tcp_frame(b, &hdr, &repr).ok()
+                            });
                         } else if !seg.payload.is_empty() && !s.ack_due {
                             s.ack_due = true;
                             self.dirty.push(idx);
@@ -414,7 +447,14 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    fn pass(from: &mut MemPort, to: &mut MemPort, rx: &mut Vec<PacketBuf>, now: Instant, dst: [u8; 6], src: [u8; 6]) -> usize {
+    fn pass(
+        from: &mut MemPort,
+        to: &mut MemPort,
+        rx: &mut Vec<PacketBuf>,
+        now: Instant,
+        dst: [u8; 6],
+        src: [u8; 6],
+    ) -> usize {
         from.recv(now, rx, BURST);
         let n = rx.len();
         for b in rx.iter_mut() {
@@ -452,7 +492,8 @@ struct Bench {
 }
 
 fn build(flows: u32, seg: usize, buffer: usize, forwarder: bool) -> Res<Bench> {
-    let pool = Pool::new(1 << 16, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).map_err(|e| format!("{e:?}"))?;
+    let pool =
+        Pool::new(1 << 16, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).map_err(|e| format!("{e:?}"))?;
     let link = |name: &str| MemConfig { queue_len: 8192, ..MemConfig::new(name, 1) };
     let (cport, pa, _) = mem::link(&pool, &link("client"));
     let (sport, pb, _) = mem::link(&pool, &link("server"));
@@ -477,7 +518,7 @@ fn build(flows: u32, seg: usize, buffer: usize, forwarder: bool) -> Res<Bench> {
         tx: Vec::with_capacity(BURST),
         payload: vec![0x5a; 1460],
         seg,
-        window: (buffer / seg.max(1)).clamp(1, 8) as u32,
+        window: (buffer / seg.max(1)).clamp(1, 32) as u32,
         next: 0,
         pretend_acked: forwarder,
         n: CountersWrap::default(),
@@ -516,13 +557,6 @@ impl Bench {
         self.clock.advance(Duration::from_micros(20));
     }
 
-    fn rx_frames(&self) -> (u64, u64) {
-        match &self.dut {
-            Dut::Proxy(a, b) => (a.io_stats().rx_frames, b.io_stats().rx_frames),
-            Dut::Forwarder(f) => (f.frames, 0),
-        }
-    }
-
     fn flows(&self) -> usize {
         match &self.dut {
             Dut::Proxy(a, _) => a.flow_count(),
@@ -538,10 +572,11 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Fast-path figures for `flows` flows of `seg`-byte segments: (Mpps core A, Mpps core B, RSS per flow).
-fn fast_path(flows: u32, seg: usize, secs: f64, forwarder: bool) -> Res<(f64, f64, f64)> {
+/// Fast-path figures for `flows` flows of `seg`-byte segments: data segments relayed per second of core
+/// A's time and of core B's (or of the forwarder's), in millions, and resident bytes per established flow.
+fn fast_path(flows: u32, seg: usize, secs: f64, forwarder: bool, buffer: usize) -> Res<(f64, f64, f64)> {
+    let mut b = build(flows, seg, buffer, forwarder)?;
     let rss0 = rss_bytes();
-    let mut b = build(flows, seg, 16 * 1024, forwarder)?;
     if forwarder {
         for f in &mut b.gen.flows {
             f.state = EST;
@@ -574,7 +609,7 @@ fn fast_path(flows: u32, seg: usize, secs: f64, forwarder: bool) -> Res<(f64, f6
         b.gen.send_data(now, 256);
         b.round(false);
     }
-    let (a0, b0) = b.rx_frames();
+    let segs0 = b.gen.n.0.data_segs;
     let (ta0, tb0) = (b.time_a, b.time_b);
     let wall = std::time::Instant::now();
     while wall.elapsed().as_secs_f64() < secs {
@@ -584,20 +619,20 @@ fn fast_path(flows: u32, seg: usize, secs: f64, forwarder: bool) -> Res<(f64, f6
             b.round(false);
         }
     }
-    let (a1, b1) = b.rx_frames();
+    let segs = b.gen.n.0.data_segs - segs0;
     let ta = (b.time_a - ta0).as_secs_f64();
     let tb = (b.time_b - tb0).as_secs_f64();
     let mpps = |n: u64, t: f64| if t > 0.0 { n as f64 / t / 1e6 } else { 0.0 };
     if b.gen.n.0.resets > 0 {
         return Err(format!("{} resets during the run", b.gen.n.0.resets).into());
     }
-    Ok((mpps(a1 - a0, ta), mpps(b1 - b0, tb), per_flow))
+    Ok((mpps(segs, ta), mpps(segs, tb), per_flow))
 }
 
 /// Connections per second per core pair: (conn/s over the pair's summed time, conn/s over the busier core).
-fn conn_rate(secs: f64) -> Res<(f64, f64, u64)> {
+fn conn_rate(secs: f64, buffer: usize) -> Res<(f64, f64, u64)> {
     let space = 1_000_000u32;
-    let mut b = build(space, 64, 16 * 1024, false)?;
+    let mut b = build(space, 64, buffer, false)?;
     let mut next = 0u32;
     let wall = std::time::Instant::now();
     let (ta0, tb0) = (b.time_a, b.time_b);
@@ -621,45 +656,69 @@ fn conn_rate(secs: f64) -> Res<(f64, f64, u64)> {
 fn main() -> Res<()> {
     let mut flows_list = vec![1u32, 10_000, 100_000];
     let mut secs = 2.0;
+    let mut buffer = 16 * 1024;
+    let mut conn_only = false;
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--flows" => {
-                flows_list = args.get(i + 1).ok_or("--flows N,N,...")?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                flows_list = args
+                    .get(i + 1)
+                    .ok_or("--flows N,N,...")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
                 i += 1;
             }
             "--secs" => {
                 secs = args.get(i + 1).ok_or("--secs S")?.parse()?;
                 i += 1;
             }
+            "--buffer" => {
+                buffer = args.get(i + 1).ok_or("--buffer BYTES")?.parse()?;
+                i += 1;
+            }
+            "--conn-only" => conn_only = true,
             other => return Err(format!("unknown argument {other}").into()),
         }
         i += 1;
     }
-    println!("holdfast pipeline: core A + core B over in-memory links, policy backend, one thread, virtual clock");
-    println!("(per-core Mpps = frames the core received / time spent in that core's step; baseline = L2 forwarder)");
+    println!(
+        "holdfast pipeline: core A + core B over in-memory links, policy backend, one thread, virtual clock"
+    );
+    println!(
+        "(per-core Mpps = data segments relayed / time spent in that core's step calls; baseline = the same"
+    );
+    println!(" generator through an L2 forwarder on the same links, per second of the forwarder's time)");
     println!();
-    println!("{:>8} {:>7} | {:>12} {:>12} | {:>14} | {:>9} | {:>10}", "flows", "payload", "core A Mpps", "core B Mpps", "L2 fwd Mpps", "A / fwd", "RSS/flow");
-    for &flows in &flows_list {
+    println!(
+        "{:>8} {:>7} | {:>11} {:>11} | {:>11} | {:>7} {:>7} | {:>10}",
+        "flows", "payload", "core A Mpps", "core B Mpps", "L2 fwd Mpps", "A/fwd", "B/fwd", "RSS/flow"
+    );
+    for &flows in flows_list.iter().filter(|_| !conn_only) {
         for seg in [64usize, 1460] {
-            let (a, b, per_flow) = fast_path(flows, seg, secs, false)?;
-            let (fwd, _, _) = fast_path(flows, seg, secs, true)?;
+            let (a, b, per_flow) = fast_path(flows, seg, secs, false, buffer)?;
+            let (fwd, _, _) = fast_path(flows, seg, secs, true, buffer)?;
+            let pct = |x: f64| if fwd > 0.0 { x / fwd * 100.0 } else { 0.0 };
+            let rss = if flows >= 1000 { format!("{per_flow:.0} B") } else { "-".into() };
             println!(
-                "{flows:>8} {seg:>6}B | {a:>12.3} {b:>12.3} | {fwd:>14.3} | {:>8.1}% | {:>8.0} B",
-                if fwd > 0.0 { a / fwd * 100.0 } else { 0.0 },
-                per_flow
+                "{flows:>8} {seg:>6}B | {a:>11.3} {b:>11.3} | {fwd:>11.3} | {:>6.1}% {:>6.1}% | {rss:>10}",
+                pct(a),
+                pct(b)
             );
         }
     }
     println!();
-    let (pair, busier, resets) = conn_rate(secs)?;
+    let (pair, busier, resets) = conn_rate(secs, buffer)?;
     println!("connections (SYN, both handshakes, FIN both ways, TIME-WAIT): {pair:.0}/s over both cores' time, {busier:.0}/s limited by the busier core ({resets} resets)");
     println!();
     println!(
         "state per flow: size_of tcp::Connection = {} B per half (two halves per flow), plus send+receive buffers \
-         allocated per half at the configured size (16 KiB each here: 64 KiB per flow virtual, touched as used)",
-        std::mem::size_of::<dataplane::tcp::Connection>()
+         allocated per half at the configured size ({} B each here: {} B per flow virtual, touched as used)",
+        std::mem::size_of::<dataplane::tcp::Connection>(),
+        buffer,
+        4 * buffer
     );
     Ok(())
 }

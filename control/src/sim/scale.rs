@@ -109,9 +109,8 @@ pub fn proxy_config(cfg: &ScaleConfig) -> ProxyConfig {
         t.send_buffer = cfg.proxy_buffer;
         t.recv_buffer = cfg.proxy_buffer;
     }
-    let backends = (0..cfg.backends)
-        .map(|i| (SocketAddrV4::new(backend_ip(i), SERVICE_PORT), 1))
-        .collect::<Vec<_>>();
+    let backends =
+        (0..cfg.backends).map(|i| (SocketAddrV4::new(backend_ip(i), SERVICE_PORT), 1)).collect::<Vec<_>>();
     ProxyConfig {
         vip: VIP,
         client_mac: EthernetAddress(PROXY_CLIENT_MAC),
@@ -299,7 +298,12 @@ impl Backend {
     fn add_listener(&mut self) {
         let handle = self.host.add_socket(self.buffer);
         let _ = self.host.sockets.get_mut::<tcp::Socket>(handle).listen(SERVICE_PORT);
-        self.conns.push(BackendConn { handle, reader: StreamReader::new(), echo: VecDeque::new(), received: 0 });
+        self.conns.push(BackendConn {
+            handle,
+            reader: StreamReader::new(),
+            echo: VecDeque::new(),
+            received: 0,
+        });
     }
 
     /// Verifies and echoes; retires finished connections and keeps `listeners` sockets listening.
@@ -351,7 +355,8 @@ impl Backend {
             }
             i += 1;
         }
-        let listening = self.conns.iter().filter(|c| c.received == 0 && c.reader.report().id.is_none()).count();
+        let listening =
+            self.conns.iter().filter(|c| c.received == 0 && c.reader.report().id.is_none()).count();
         for _ in listening..self.listeners {
             self.add_listener();
         }
@@ -508,10 +513,13 @@ impl Sim {
         app_busy: Option<Arc<AtomicUsize>>,
     ) -> Result<Sim, super::SimError> {
         let clock = VirtualClock::new(Instant::ZERO);
-        let pool = Pool::new(1 << 17, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).map_err(super::SimError::Pool)?;
+        let pool = Pool::new(1 << 17, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM)
+            .map_err(super::SimError::Pool)?;
         let lan = |name: &str, seed: u64| MemConfig { queue_len: 16384, ..MemConfig::new(name, seed) };
-        let (mut client_lan, client_ctl) = mem::switch(&pool, &lan("client-lan", cfg.seed), cfg.client_hosts + 2);
-        let (mut server_lan, server_ctl) = mem::switch(&pool, &lan("server-lan", cfg.seed ^ 0xabcd), cfg.backends + 1);
+        let (mut client_lan, client_ctl) =
+            mem::switch(&pool, &lan("client-lan", cfg.seed), cfg.client_hosts + 2);
+        let (mut server_lan, server_ctl) =
+            mem::switch(&pool, &lan("server-lan", cfg.seed ^ 0xabcd), cfg.backends + 1);
         for p in client_lan.iter_mut().chain(server_lan.iter_mut()) {
             p.set_faults(cfg.faults);
         }
@@ -530,7 +538,14 @@ impl Sim {
             .into_iter()
             .enumerate()
             .map(|(i, port)| Client {
-                host: SmolHost::new(port, host_mac(0x20, i), client_ip(i), 24, cfg.seed ^ (100 + i as u64), clock.now()),
+                host: SmolHost::new(
+                    port,
+                    host_mac(0x20, i),
+                    client_ip(i),
+                    24,
+                    cfg.seed ^ (100 + i as u64),
+                    clock.now(),
+                ),
                 conns: Vec::new(),
                 next_port: 40_000,
                 buffer: cfg.peer_buffer,
@@ -543,7 +558,14 @@ impl Sim {
             .into_iter()
             .enumerate()
             .map(|(i, port)| Backend {
-                host: SmolHost::new(port, host_mac(0x90, i), backend_ip(i), 24, cfg.seed ^ (7 + i as u64), clock.now()),
+                host: SmolHost::new(
+                    port,
+                    host_mac(0x90, i),
+                    backend_ip(i),
+                    24,
+                    cfg.seed ^ (7 + i as u64),
+                    clock.now(),
+                ),
                 conns: Vec::new(),
                 listeners: cfg.backend_listeners,
                 buffer: cfg.peer_buffer,
@@ -926,7 +948,12 @@ fn pump_client(c: &mut Client, now: Instant, release: bool, buf: &mut [u8]) -> b
             // Under `app` nothing comes back: delivered is "all acknowledged" (the file has it).
             Payload::Records { .. } => conn.writer.is_done(conn.written) && s.send_queue() == 0,
         };
-        if release && delivered && !conn.closed_send && conn.writer.is_done(conn.written) && s.send_queue() == 0 {
+        if release
+            && delivered
+            && !conn.closed_send
+            && conn.writer.is_done(conn.written)
+            && s.send_queue() == 0
+        {
             s.close();
             conn.closed_send = true;
             work = true;
@@ -966,7 +993,10 @@ pub fn check_records(text: &[u8], len: usize) -> Result<HashMap<u32, u64>, Strin
         };
         let Some((id, k)) = parse() else { return Err(format!("line {i}: unparsable {line:?}")) };
         if line != record(id, k, len).as_slice() {
-            return Err(format!("line {i}: record {id}/{k} torn or corrupted: {:?}", String::from_utf8_lossy(line)));
+            return Err(format!(
+                "line {i}: record {id}/{k} torn or corrupted: {:?}",
+                String::from_utf8_lossy(line)
+            ));
         }
         if !seen.entry(id).or_default().insert(k) {
             return Err(format!("line {i}: record {id}/{k} appears twice"));
