@@ -574,6 +574,61 @@ fn rss_bytes() -> u64 {
 
 /// Fast-path figures for `flows` flows of `seg`-byte segments: data segments relayed per second of core
 /// A's time and of core B's (or of the forwarder's), in millions, and resident bytes per established flow.
+/// Opens every flow through the proxy's handshakes, a few per round as a client population would (a
+/// burst larger than the core's receive budget per round only overflows the ring), resending lost SYNs.
+fn establish(b: &mut Bench, flows: u32) -> Res<()> {
+    let chunk = 64u32;
+    let mut opened = 0;
+    let mut rounds = 0u64;
+    loop {
+        if opened < flows {
+            let to = (opened + chunk).min(flows);
+            let now = b.clock.now();
+            b.gen.open(now, opened..to);
+            opened = to;
+        }
+        b.round(false);
+        rounds += 1;
+        if opened >= flows && b.gen.flows.iter().all(|f| f.state == EST) {
+            return Ok(());
+        }
+        if rounds % 50_000 == 0 {
+            let lost: Vec<u32> = (0..flows)
+                .filter(|&i| b.gen.flows.get(i as usize).is_some_and(|f| f.state == SYN_SENT))
+                .collect();
+            let now = b.clock.now();
+            for i in lost {
+                if let Some(f) = b.gen.flows.get(i as usize).copied() {
+                    b.gen.client_frame(now, i, f.iss, 0, TcpFlags::SYN, 0);
+                }
+            }
+            b.gen.flush_c(now);
+        }
+        if rounds > 500_000 {
+            let est = b.gen.flows.iter().filter(|f| f.state == EST).count();
+            return Err(format!("only {est} of {flows} flows established").into());
+        }
+    }
+}
+
+/// Resident memory grown per established flow, measured in a fresh process so no earlier run's freed
+/// memory is reused: (bytes per flow after the handshakes, bytes per flow after data went through).
+fn state_probe(flows: u32, buffer: usize) -> Res<(f64, f64)> {
+    let mut b = build(flows, 1460, buffer, false)?;
+    let rss0 = rss_bytes();
+    establish(&mut b, flows)?;
+    let idle = rss_bytes().saturating_sub(rss0) as f64 / f64::from(flows.max(1));
+    // Enough rounds for every flow to carry a few windows of data: rings touched end to end.
+    let rounds = (u64::from(flows) * 64 / 256).max(2_000);
+    for _ in 0..rounds {
+        let now = b.clock.now();
+        b.gen.send_data(now, 256);
+        b.round(false);
+    }
+    let busy = rss_bytes().saturating_sub(rss0) as f64 / f64::from(flows.max(1));
+    Ok((idle, busy))
+}
+
 fn fast_path(flows: u32, seg: usize, secs: f64, forwarder: bool, buffer: usize) -> Res<(f64, f64, f64)> {
     let mut b = build(flows, seg, buffer, forwarder)?;
     let rss0 = rss_bytes();
@@ -582,27 +637,10 @@ fn fast_path(flows: u32, seg: usize, secs: f64, forwarder: bool, buffer: usize) 
             f.state = EST;
         }
     }
-    // Set up: every flow through the proxy's handshake (the forwarder has no handshake to do).
-    let chunk = 256u32;
-    let mut opened = 0;
-    while opened < flows && !forwarder {
-        let to = (opened + chunk).min(flows);
-        let now = b.clock.now();
-        b.gen.open(now, opened..to);
-        opened = to;
-        b.round(false);
+    if !forwarder {
+        establish(&mut b, flows)?;
     }
-    for _ in 0..200 {
-        b.round(false);
-        if b.gen.flows.iter().all(|f| f.state == EST) {
-            break;
-        }
-    }
-    let established = b.gen.flows.iter().filter(|f| f.state == EST).count();
-    if established < flows as usize {
-        return Err(format!("only {established} of {flows} flows established").into());
-    }
-    let per_flow = rss_bytes().saturating_sub(rss0) as f64 / f64::from(flows.max(1));
+    let _ = rss0;
     // Warm up, then measure.
     for _ in 0..200 {
         let now = b.clock.now();
@@ -626,7 +664,7 @@ fn fast_path(flows: u32, seg: usize, secs: f64, forwarder: bool, buffer: usize) 
     if b.gen.n.0.resets > 0 {
         return Err(format!("{} resets during the run", b.gen.n.0.resets).into());
     }
-    Ok((mpps(segs, ta), mpps(segs, tb), per_flow))
+    Ok((mpps(segs, ta), mpps(segs, tb), 0.0))
 }
 
 /// Connections per second per core pair: (conn/s over the pair's summed time, conn/s over the busier core).
@@ -680,6 +718,12 @@ fn main() -> Res<()> {
                 i += 1;
             }
             "--conn-only" => conn_only = true,
+            "--state-probe" => {
+                let n: u32 = args.get(i + 1).ok_or("--state-probe FLOWS")?.parse()?;
+                let (idle, busy) = state_probe(n, buffer)?;
+                println!("{idle:.0} {busy:.0}");
+                return Ok(());
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
         i += 1;
@@ -693,17 +737,16 @@ fn main() -> Res<()> {
     println!(" generator through an L2 forwarder on the same links, per second of the forwarder's time)");
     println!();
     println!(
-        "{:>8} {:>7} | {:>11} {:>11} | {:>11} | {:>7} {:>7} | {:>10}",
-        "flows", "payload", "core A Mpps", "core B Mpps", "L2 fwd Mpps", "A/fwd", "B/fwd", "RSS/flow"
+        "{:>8} {:>7} | {:>11} {:>11} | {:>11} | {:>7} {:>7}",
+        "flows", "payload", "core A Mpps", "core B Mpps", "L2 fwd Mpps", "A/fwd", "B/fwd"
     );
     for &flows in flows_list.iter().filter(|_| !conn_only) {
         for seg in [64usize, 1460] {
-            let (a, b, per_flow) = fast_path(flows, seg, secs, false, buffer)?;
+            let (a, b, _) = fast_path(flows, seg, secs, false, buffer)?;
             let (fwd, _, _) = fast_path(flows, seg, secs, true, buffer)?;
             let pct = |x: f64| if fwd > 0.0 { x / fwd * 100.0 } else { 0.0 };
-            let rss = if flows >= 1000 { format!("{per_flow:.0} B") } else { "-".into() };
             println!(
-                "{flows:>8} {seg:>6}B | {a:>11.3} {b:>11.3} | {fwd:>11.3} | {:>6.1}% {:>6.1}% | {rss:>10}",
+                "{flows:>8} {seg:>6}B | {a:>11.3} {b:>11.3} | {fwd:>11.3} | {:>6.1}% {:>6.1}%",
                 pct(a),
                 pct(b)
             );
@@ -713,6 +756,20 @@ fn main() -> Res<()> {
     let (pair, busier, resets) = conn_rate(secs, buffer)?;
     println!("connections (SYN, both handshakes, FIN both ways, TIME-WAIT): {pair:.0}/s over both cores' time, {busier:.0}/s limited by the busier core ({resets} resets)");
     println!();
+    let exe = std::env::current_exe()?;
+    for &flows in flows_list.iter().filter(|&&n| n >= 1000) {
+        let out = std::process::Command::new(&exe)
+            .args(["--buffer", &buffer.to_string(), "--state-probe", &flows.to_string()])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace();
+        match (it.next(), it.next()) {
+            (Some(idle), Some(busy)) => println!(
+                "state per flow at {flows} flows (resident, both cores): {idle} B after the handshakes, {busy} B once data went through"
+            ),
+            _ => println!("state probe at {flows} flows failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        }
+    }
     println!(
         "state per flow: size_of tcp::Connection = {} B per half (two halves per flow), plus send+receive buffers \
          allocated per half at the configured size ({} B each here: {} B per flow virtual, touched as used)",
