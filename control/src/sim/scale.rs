@@ -849,7 +849,7 @@ impl Sim {
         self.run_until(until, |_| false);
     }
 
-    /// Everything started has ended (or, with `running_ok`, is at least past its echo).
+    /// Every connection has ended, complete or broken.
     pub fn all_done(&self) -> bool {
         self.conns().all(|c| matches!(c.outcome, Outcome::Complete | Outcome::Broken))
     }
