@@ -9,6 +9,7 @@
 //! order, no reset" at the end, byte for byte, through checksummed streams.
 
 pub mod pair;
+pub mod scale;
 pub mod smol;
 pub mod stream;
 

@@ -417,7 +417,6 @@ impl<P: Port> ClientCore<P> {
             vip: SocketAddrV4::new(self.cfg.vip, seg.dst_port),
         };
         if let Some((id, f)) = self.flows.find_mut(&key, now) {
-            f.peer_mac = src_mac;
             let result = match &mut f.phase {
                 Phase::Pending { .. } => {
                     self.stats.pending_drops += 1;
@@ -426,7 +425,12 @@ impl<P: Port> ClientCore<P> {
                 Phase::Open(conn) => conn.handle_segment(now, seg),
             };
             match result {
-                Ok(()) => self.mark(id),
+                Ok(()) => {
+                    // Follow the client to a new MAC only on a segment the engine accepted: a forged one
+                    // (a random-sequence RST from elsewhere on the LAN) must not divert the flow's frames.
+                    f.peer_mac = src_mac;
+                    self.mark(id);
+                }
                 Err(SegmentError::TimeWaitSyn) => {
                     // A new connection reuses the 4-tuple of one in TIME-WAIT: retire the old one.
                     count(&mut self.stats.segment_errors, "time_wait_syn");
