@@ -19,6 +19,18 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test --workspace"
 cargo test --workspace
 
+# The 10,000-flow simulation is too slow unoptimized; it runs here, optimized.
+echo "== cargo test --release -p control --test sim_scale"
+cargo test --release -p control --test sim_scale
+
+# A seeded failover sweep: small topologies, the primary dying at a different moment each time.
+# HOLDFAST_SWEEP_SEEDS sets how many (0 skips it).
+sweep_seeds=${HOLDFAST_SWEEP_SEEDS:-20}
+if [ "$sweep_seeds" != 0 ]; then
+  echo "== holdfast sweep --seeds $sweep_seeds"
+  cargo run --release -q -p control --bin holdfast -- sweep --seeds "$sweep_seeds" | tail -n 1
+fi
+
 # The AF_XDP and DPDK backends are cargo features: build, lint and test them when their system packages are
 # there (scripts/install-nic-deps.sh installs them; .ci/run does).
 if [ "${HOLDFAST_NIC_FEATURES:-0}" = 1 ] || { pkg-config --exists libdpdk 2>/dev/null && command -v clang >/dev/null; }; then

@@ -196,7 +196,8 @@ pub fn sweep_scenario(seed: u64, policy: AckPolicy) -> Scenario {
     sc.conns_per_host = 2;
     sc.bytes_per_conn = 200_000;
     sc.time_limit = dataplane::time::Duration::from_secs(60);
-    sc.crash_primary_at = Some(dataplane::time::Duration::from_micros(1000 + (seed.wrapping_mul(7919)) % 20_000));
+    sc.crash_primary_at =
+        Some(dataplane::time::Duration::from_micros(1000 + (seed.wrapping_mul(7919)) % 20_000));
     sc
 }
 
