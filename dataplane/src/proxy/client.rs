@@ -144,6 +144,7 @@ pub struct ClientCore<P> {
     replicator: Option<Box<dyn Replicator>>,
     scratch: Vec<u8>,
     stats: ClientStats,
+    started: bool,
 }
 
 impl<P> std::fmt::Debug for ClientCore<P> {
@@ -217,6 +218,7 @@ impl<P: Port> ClientCore<P> {
             apps,
             app_events: Vec::new(),
             replicator: None,
+            started: false,
             scratch,
             stats: ClientStats::default(),
             cfg,
@@ -976,6 +978,11 @@ impl<P: Port> ClientCore<P> {
 impl<P: Port> Steppable for ClientCore<P> {
     fn step(&mut self, now: Instant) -> StepOutcome {
         let mut work = 0;
+        if !self.started {
+            // Gratuitous ARP at start: the client LAN learns where the VIP lives.
+            self.started = true;
+            self.announce(now);
+        }
 
         let rx = self.io.recv_burst(now);
         work += rx.len();

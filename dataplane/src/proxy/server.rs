@@ -843,6 +843,8 @@ impl<P: Port> Steppable for ServerCore<P> {
             for hop in hops {
                 let _ = self.neigh.lookup(hop, now);
             }
+            // Gratuitous ARP at start: the server LAN learns where the SNAT address lives.
+            self.announce(now);
         }
 
         let rx = self.io.recv_burst(now);
