@@ -59,6 +59,8 @@ pub struct ClientStats {
     pub app_aborts: u64,
     /// Flows served without standby protection because their state could not be replicated.
     pub unprotected: u64,
+    /// Relayed bytes that arrived beyond the expected offset (a bug if ever non-zero).
+    pub relay_gaps: u64,
 }
 
 fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
@@ -102,6 +104,9 @@ struct ClientFlow {
     fins_saved: (bool, bool),
     /// The server half changed (a FIN at core B): the standby gets the flow again.
     server_changed: bool,
+    /// Stream offset just past the last backend byte taken (into the backlog or the engine); relayed bytes
+    /// below it are ones the client already has (after a takeover) and are dropped.
+    s2c_next: u64,
     dirty: bool,
     timer: Instant,
 }
@@ -265,7 +270,12 @@ impl<P: Port> ClientCore<P> {
         let listener = self.cfg.listener(vip.port()).map(|(i, _)| i).unwrap_or(0);
         let start = conn.irs().wrapping_add(1);
         let c2s = offset_at(start, conn.rcv_nxt(), 0);
-        let s2c = offset_at(conn.iss().wrapping_add(1), conn.snd_una(), 0);
+        // A half restored before its handshake completed has acknowledged nothing yet.
+        let s2c = if conn.state().is_synchronized() {
+            offset_at(conn.iss().wrapping_add(1), conn.snd_una(), 0)
+        } else {
+            0
+        };
         let gate = if policy == AckPolicy::None {
             conn.set_ack_limit(None);
             None
@@ -297,6 +307,7 @@ impl<P: Port> ClientCore<P> {
             standby_established: false,
             fins_saved: (false, false),
             server_changed: false,
+            s2c_next: s2c,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -523,6 +534,7 @@ impl<P: Port> ClientCore<P> {
             standby_established: false,
             fins_saved: (false, false),
             server_changed: false,
+            s2c_next: 0,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -626,12 +638,21 @@ impl<P: Port> ClientCore<P> {
                 self.stats.flows_refused += 1;
                 self.remove(now, id, false);
             }
-            ToClient::Data { client_flow, chunk } => {
+            ToClient::Data { client_flow, offset, chunk } => {
                 let id = FlowId::from_u64(client_flow);
                 match self.flows.get_mut(id) {
                     Some(f) => {
-                        self.stats.bytes_to_clients += chunk.len() as u64;
-                        f.s2c_backlog.extend(chunk.iter());
+                        let end = offset + chunk.len() as u64;
+                        if offset > f.s2c_next {
+                            self.stats.relay_gaps += 1;
+                        }
+                        // Bytes below s2c_next are ones the client already has (a takeover's overlap).
+                        let skip = usize::try_from(f.s2c_next.saturating_sub(offset)).unwrap_or(usize::MAX);
+                        if let Some(fresh) = chunk.get(skip..) {
+                            self.stats.bytes_to_clients += fresh.len() as u64;
+                            f.s2c_backlog.extend(fresh.iter());
+                            f.s2c_next = f.s2c_next.max(end);
+                        }
                         self.mark(id);
                     }
                     None => self.stats.stale_messages += 1,
@@ -644,13 +665,6 @@ impl<P: Port> ClientCore<P> {
                         f.c2s_done = f.c2s_done.max(up_to);
                         if let Phase::Open(conn) = &mut f.phase {
                             let start = conn.irs().wrapping_add(1);
-                            // After a takeover the backend may hold bytes this box never relayed (the dead
-                            // primary did): the client half skips them, as the client already has its ACK
-                            // coming for them.
-                            if up_to > f.c2s_sent && !f.fin_forwarded && conn.recv_available() == 0 {
-                                conn.advance_rcv_edge(seq_at(start, up_to));
-                                f.c2s_sent = up_to;
-                            }
                             if let Some(gate) = &mut f.gate {
                                 gate.on_received(conn.rcv_nxt());
                                 gate.on_backend_acked(seq_at(start, f.c2s_done));
@@ -753,6 +767,20 @@ impl<P: Port> ClientCore<P> {
         f.dirty = false;
         let Phase::Open(conn) = &mut f.phase else { return };
 
+        let mut over = false;
+        let mut reset = false;
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::Reset | Event::TimedOut => reset = true,
+                Event::Closed => over = true,
+                // After a takeover the client had bytes this box never sent: drop them from what waits.
+                Event::SendResynced { to, .. } => {
+                    resync_backlog(&mut f.s2c_backlog, &mut f.s2c_next, conn.iss(), to)
+                }
+                Event::Connected | Event::PeerClosed => {}
+            }
+        }
+
         // Backend → client: into the send buffer as space allows, then the FIN.
         while !f.s2c_backlog.is_empty() {
             let (head, _) = f.s2c_backlog.as_slices();
@@ -765,6 +793,17 @@ impl<P: Port> ClientCore<P> {
         if f.s2c_fin && !f.s2c_closed && f.s2c_backlog.is_empty() {
             f.s2c_closed = true;
             conn.close();
+        }
+
+        // After a takeover the backend may hold bytes this box never relayed (the dead primary did): the
+        // client half skips them — the client gets its ACK for them now.
+        if f.c2s_done > f.c2s_sent
+            && !f.fin_forwarded
+            && conn.state().is_synchronized()
+            && conn.recv_available() == 0
+        {
+            conn.advance_rcv_edge(seq_at(conn.irs().wrapping_add(1), f.c2s_done));
+            f.c2s_sent = f.c2s_done;
         }
 
         // Client → backend (or application), within the room the server half has.
@@ -806,7 +845,7 @@ impl<P: Port> ClientCore<P> {
                 f.c2s_sent += n as u64;
                 room -= n as u64;
                 self.stats.bytes_from_clients += n as u64;
-                self.outbox.push_back(ToServer::Data { server, chunk });
+                self.outbox.push_back(ToServer::Data { server, offset: f.c2s_sent - n as u64, chunk });
             }
             if !f.fin_forwarded && conn.is_recv_closed() && conn.recv_available() == 0 {
                 f.fin_forwarded = true;
@@ -865,6 +904,9 @@ impl<P: Port> ClientCore<P> {
             conn.set_ack_limit(Some(conn.irs()));
         } else if let Some(gate) = &mut f.gate {
             gate.on_received(conn.rcv_nxt());
+            if f.policy == AckPolicy::Backend {
+                gate.on_backend_acked(seq_at(conn.irs().wrapping_add(1), f.c2s_done));
+            }
             conn.set_ack_limit(Some(gate.allowed()));
         } else if conn.ack_limit().is_some() {
             conn.set_ack_limit(None);
@@ -881,13 +923,14 @@ impl<P: Port> ClientCore<P> {
             }
         }
 
-        let mut over = false;
-        let mut reset = false;
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Reset | Event::TimedOut => reset = true,
                 Event::Closed => over = true,
-                Event::Connected | Event::PeerClosed | Event::SendResynced { .. } => {}
+                Event::SendResynced { to, .. } => {
+                    resync_backlog(&mut f.s2c_backlog, &mut f.s2c_next, conn.iss(), to)
+                }
+                Event::Connected | Event::PeerClosed => {}
             }
         }
 
@@ -1086,4 +1129,16 @@ fn server_endpoints(server_half: &[u8]) -> (SocketAddrV4, SocketAddrV4) {
             SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
         ),
     }
+}
+
+/// After a resynchronization moved the client half's send edge to `to`, drops the waiting backend bytes
+/// below it (the client has them) and moves the expected offset past it.
+pub(crate) fn resync_backlog(backlog: &mut VecDeque<u8>, next: &mut u64, iss: u32, to: u32) {
+    let to_off = offset_at(iss.wrapping_add(1), to, *next);
+    let front = next.saturating_sub(backlog.len() as u64);
+    if to_off > front {
+        let n = usize::try_from(to_off - front).unwrap_or(usize::MAX).min(backlog.len());
+        backlog.drain(..n);
+    }
+    *next = (*next).max(to_off);
 }

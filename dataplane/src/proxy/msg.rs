@@ -28,8 +28,8 @@ pub enum ToServer {
         client_mss: u16,
         policy: AckPolicy,
     },
-    /// The next bytes the client sent.
-    Data { server: u64, chunk: Chunk },
+    /// The next bytes the client sent; `offset` is the stream offset of the first one.
+    Data { server: u64, offset: u64, chunk: Chunk },
     /// The client acknowledged the backend's stream up to this offset (FIN included as one).
     Acked { server: u64, up_to: u64 },
     /// The client finished sending (its FIN), after all the data sent before.
@@ -51,8 +51,8 @@ pub enum ToClient {
     },
     /// The backend could not be reached (RST, timeout, no source port): refuse the client.
     Refused { client_flow: u64 },
-    /// The next bytes the backend sent.
-    Data { client_flow: u64, chunk: Chunk },
+    /// The next bytes the backend sent; `offset` is the stream offset of the first one.
+    Data { client_flow: u64, offset: u64, chunk: Chunk },
     /// The backend acknowledged the client's stream up to this offset (FIN included as one).
     Acked { client_flow: u64, up_to: u64 },
     /// The backend finished sending, after all the data sent before.

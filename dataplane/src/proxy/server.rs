@@ -40,6 +40,8 @@ pub struct ServerStats {
     pub snat_exhausted: u64,
     /// Backend connections retried from another SNAT port after the backend reset the first attempt.
     pub syn_retries: u64,
+    /// Relayed bytes that arrived beyond the expected offset (a bug if ever non-zero).
+    pub relay_gaps: u64,
     pub table_full: u64,
     pub stray_segments: u64,
     pub segment_errors: BTreeMap<&'static str, u64>,
@@ -78,6 +80,8 @@ struct ServerFlow {
     fin_forwarded: bool,
     /// Client bytes not yet in the engine's send buffer.
     c2s_backlog: VecDeque<u8>,
+    /// Stream offset just past the last client byte taken; relayed bytes below it are dropped.
+    c2s_next: u64,
     c2s_fin: bool,
     c2s_closed: bool,
     /// What the backend acknowledged of the client stream, as last told to core A.
@@ -175,7 +179,11 @@ impl<P: Port> ServerCore<P> {
         self.snat.reserve(self.cfg.snat.octets(), backend, local.port(), now).map_err(CoreError::Snat)?;
         let start = conn.irs().wrapping_add(1);
         let s2c = offset_at(start, conn.rcv_nxt(), 0);
-        let c2s = offset_at(conn.iss().wrapping_add(1), conn.snd_una(), 0);
+        let c2s = if conn.state().is_synchronized() {
+            offset_at(conn.iss().wrapping_add(1), conn.snd_una(), 0)
+        } else {
+            0
+        };
         let gate = if policy == AckPolicy::None {
             conn.set_ack_limit(None);
             None
@@ -199,6 +207,7 @@ impl<P: Port> ServerCore<P> {
             s2c_done: s2c,
             fin_forwarded: false,
             c2s_backlog: VecDeque::new(),
+            c2s_next: c2s,
             c2s_fin: false,
             c2s_closed: false,
             c2s_acked_told: c2s,
@@ -499,12 +508,21 @@ impl<P: Port> ServerCore<P> {
             ToServer::Open { client_flow, client: _, vip: _, backend, client_mss, policy } => {
                 self.open(now, client_flow, backend, client_mss, policy, 0);
             }
-            ToServer::Data { server, chunk } => {
+            ToServer::Data { server, offset, chunk } => {
                 let id = FlowId::from_u64(server);
                 match self.flows.get_mut(id) {
                     Some(f) => {
-                        self.stats.bytes_to_backends += chunk.len() as u64;
-                        f.c2s_backlog.extend(chunk.iter());
+                        let end = offset + chunk.len() as u64;
+                        if offset > f.c2s_next {
+                            self.stats.relay_gaps += 1;
+                        }
+                        // Bytes below c2s_next are ones the backend already has (a takeover's overlap).
+                        let skip = usize::try_from(f.c2s_next.saturating_sub(offset)).unwrap_or(usize::MAX);
+                        if let Some(fresh) = chunk.get(skip..) {
+                            self.stats.bytes_to_backends += fresh.len() as u64;
+                            f.c2s_backlog.extend(fresh.iter());
+                            f.c2s_next = f.c2s_next.max(end);
+                        }
                         self.mark(id);
                     }
                     None => self.stats.stale_messages += 1,
@@ -516,12 +534,6 @@ impl<P: Port> ServerCore<P> {
                     Some(f) => {
                         f.s2c_done = f.s2c_done.max(up_to);
                         let start = f.conn.irs().wrapping_add(1);
-                        // After a takeover the client may hold backend bytes this box never relayed (the
-                        // dead primary did): the server half skips them.
-                        if up_to > f.s2c_sent && !f.fin_forwarded && f.conn.recv_available() == 0 {
-                            f.conn.advance_rcv_edge(seq_at(start, up_to));
-                            f.s2c_sent = up_to;
-                        }
                         if let Some(gate) = &mut f.gate {
                             gate.on_received(f.conn.rcv_nxt());
                             gate.on_backend_acked(seq_at(start, f.s2c_done));
@@ -593,6 +605,7 @@ impl<P: Port> ServerCore<P> {
             s2c_done: 0,
             fin_forwarded: false,
             c2s_backlog: VecDeque::new(),
+            c2s_next: 0,
             c2s_fin: false,
             c2s_closed: false,
             c2s_acked_told: 0,
@@ -619,20 +632,6 @@ impl<P: Port> ServerCore<P> {
         let Some(f) = self.flows.get_mut(id) else { return };
         f.dirty = false;
         let conn = &mut f.conn;
-
-        // Client → backend: into the send buffer as space allows, then the FIN.
-        while !f.c2s_backlog.is_empty() {
-            let (head, _) = f.c2s_backlog.as_slices();
-            let n = conn.send(head);
-            if n == 0 {
-                break;
-            }
-            f.c2s_backlog.drain(..n);
-        }
-        if f.c2s_fin && !f.c2s_closed && f.c2s_backlog.is_empty() {
-            f.c2s_closed = true;
-            conn.close();
-        }
 
         let mut refused = false;
         let mut reset = false;
@@ -664,8 +663,36 @@ impl<P: Port> ServerCore<P> {
                     }
                 }
                 Event::Closed => over = true,
-                Event::PeerClosed | Event::SendResynced { .. } => {}
+                Event::SendResynced { to, .. } => {
+                    super::client::resync_backlog(&mut f.c2s_backlog, &mut f.c2s_next, conn.iss(), to)
+                }
+                Event::PeerClosed => {}
             }
+        }
+
+        // Client → backend: into the send buffer as space allows, then the FIN.
+        while !f.c2s_backlog.is_empty() {
+            let (head, _) = f.c2s_backlog.as_slices();
+            let n = conn.send(head);
+            if n == 0 {
+                break;
+            }
+            f.c2s_backlog.drain(..n);
+        }
+        if f.c2s_fin && !f.c2s_closed && f.c2s_backlog.is_empty() {
+            f.c2s_closed = true;
+            conn.close();
+        }
+
+        // After a takeover the client may hold backend bytes this box never relayed (the dead primary
+        // did): the server half skips them.
+        if f.s2c_done > f.s2c_sent
+            && !f.fin_forwarded
+            && conn.state().is_synchronized()
+            && conn.recv_available() == 0
+        {
+            conn.advance_rcv_edge(seq_at(conn.irs().wrapping_add(1), f.s2c_done));
+            f.s2c_sent = f.s2c_done;
         }
 
         // Backend → client, within the room the client half has.
@@ -683,7 +710,11 @@ impl<P: Port> ServerCore<P> {
                 f.s2c_sent += n as u64;
                 room -= n as u64;
                 self.stats.bytes_from_backends += n as u64;
-                self.outbox.push_back(ToClient::Data { client_flow: f.client_flow, chunk });
+                self.outbox.push_back(ToClient::Data {
+                    client_flow: f.client_flow,
+                    offset: f.s2c_sent - n as u64,
+                    chunk,
+                });
             }
             if !f.fin_forwarded && conn.is_recv_closed() && conn.recv_available() == 0 {
                 f.fin_forwarded = true;
@@ -699,6 +730,9 @@ impl<P: Port> ServerCore<P> {
 
         if let Some(gate) = &mut f.gate {
             gate.on_received(conn.rcv_nxt());
+            if f.policy == AckPolicy::Backend {
+                gate.on_backend_acked(seq_at(conn.irs().wrapping_add(1), f.s2c_done));
+            }
             conn.set_ack_limit(Some(gate.allowed()));
         }
 

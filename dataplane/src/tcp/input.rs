@@ -92,6 +92,30 @@ impl Connection {
             return Err(SegmentError::Handshake);
         }
 
+        // A restored SYN-RECEIVED half whose peer had in fact completed the handshake with the dead box:
+        // its ACK lies beyond our SYN-ACK. Complete the handshake here; the ACK's jump is then taken as
+        // a resynchronization like any other.
+        if self.state == State::SynReceived
+            && self.resync
+            && now < self.resync_until
+            && f.contains(TcpFlags::ACK)
+            && !rst
+            && !syn
+            && seq::gt(seg.ack, self.snd_max)
+            && seq::le(seg.ack, self.snd_max.wrapping_add(self.cfg.send_buffer as u32).wrapping_add(1 << 30))
+        {
+            self.snd_una = self.snd_max;
+            self.snd_nxt = self.snd_max;
+            self.snd_wnd = u32::from(seg.window) << self.snd_wscale;
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            self.rto_deadline = None;
+            self.rtt_seq = None;
+            self.retries = 0;
+            self.state = if self.fin_queued { State::FinWait1 } else { State::Established };
+            self.events.push(Event::Connected);
+            self.dupacks_to_send = 3;
+        }
+
         // RFC 7323 §5.3: PAWS, before the sequence check. RSTs are exempt, and so are segments without
         // data (a reordered pure ACK is no old duplicate; dropping it loses ACK information), as Linux
         // does; one tick of disorder is tolerated.

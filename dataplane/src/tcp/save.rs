@@ -300,6 +300,11 @@ impl Connection {
                 c.snd_max = c.iss;
                 c.snd_una = c.iss;
                 c.snd_nxt = c.iss;
+                // The snapshot cannot say whether the SYN-ACK reached the peer: a peer that already got
+                // it (and maybe data after it) answers the resent SYN-ACK with an ACK beyond it, which
+                // then completes the handshake and resynchronizes (see input).
+                c.resync = true;
+                c.resync_until = now + cfg.resync_window;
             }
             State::Closed => {}
             State::TimeWait => c.time_wait_deadline = Some(now + cfg.time_wait),
