@@ -127,13 +127,68 @@ fn applications(cfg: &Config) -> Result<Vec<Option<Box<dyn Application>>>, RunEr
     Ok(apps)
 }
 
-/// Starts the box and runs until `stop` is set.
-pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-    if cfg.box_.role != config::Role::Primary {
+fn channel_config(cfg: &Config, box_id: u32, own: [u8; 6]) -> replication::channel::ChannelConfig {
+    let mut c = replication::channel::ChannelConfig { box_id, ..Default::default() };
+    c.link = replication::frame::LinkAddrs { src: own, dst: [0xff; 6] };
+    if let Some(r) = &cfg.replication {
+        c.heartbeat_interval = r.heartbeat_interval;
+        c.batch_records = (r.batch_size as usize).max(1);
+        c.flush_delay = r.flush_deadline;
+        if let Some(peer) = r.peer_mac {
+            c.link.dst = peer;
+        }
+    }
+    c
+}
+
+/// Runs a standby: watches the primary over the replication link and the client LAN, takes over when
+/// both fall silent, and then serves every flow it stored (both cores on this thread, for now).
+fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunError> {
+    let (Some(repl_pc), Some(rc)) = (&cfg.ports.replication, &cfg.replication) else {
         return Err(RunError::Unsupported(
-            "box.role: only a primary runs yet; the standby arrives with replication and failover".into(),
+            "box.role = standby needs [ports.replication] and [replication]".into(),
+        ));
+    };
+    if repl_pc.backend != PortBackend::AfPacket {
+        return Err(RunError::Unsupported(
+            "ports.replication: a standby runs on afpacket ports for now".into(),
         ));
     }
+    let client = open_afpacket("client", &cfg.ports.client, pool)?;
+    let server = open_afpacket("server", &cfg.ports.server, pool)?;
+    let repl = open_afpacket("replication", repl_pc, pool)?;
+    let clock = MonotonicClock::new();
+    let now = clock.now();
+    let own_client_mac = client.info().mac.unwrap_or([2, 0, 0, 0, 2, 1]);
+    let pc = Arc::new(proxy_config(cfg, own_client_mac, server.info().mac.unwrap_or([2, 0, 0, 0, 2, 2])));
+    let ch = channel_config(cfg, 2, repl.info().mac.unwrap_or([2, 0, 0, 0, 2, 3]));
+    let det = replication::detector::DetectorConfig {
+        heartbeat_interval: rc.heartbeat_interval,
+        miss_threshold: rc.miss_threshold,
+        ..Default::default()
+    };
+    let node = replication::node::StandbyNode::new(ch, det, Default::default(), 1, 1, repl, now)
+        .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
+    let mut standby = crate::pair::Standby::new(node, client, server, own_client_mac);
+    tracing::info!(box_name = %cfg.box_.name, "standby: watching the primary");
+    while !stop.load(Ordering::Acquire) {
+        let now = clock.now();
+        let (work, next, takeover) = standby.step(now, &pc);
+        if let Some(t) = takeover {
+            tracing::warn!(flows = t.flows, failed = t.failed_flows, "took over from a dead primary");
+        }
+        if !work {
+            let nap = next.saturating_duration_since(clock.now()).min(std::time::Duration::from_micros(200));
+            if !nap.is_zero() {
+                std::thread::sleep(nap);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts the box and runs until `stop` is set.
+pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
     if let Some((i, _)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.ack_policy == AckPolicy::Replica) {
         return Err(RunError::Unsupported(format!(
             "listeners[{i}].ack_policy: replica needs a standby, and replication is not wired into the box yet"
@@ -141,6 +196,9 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
     }
     let pool = Pool::new(1 << 15, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM)
         .map_err(|e| RunError::Unsupported(format!("buffer pool: {e:?}")))?;
+    if cfg.box_.role == config::Role::Standby {
+        return run_standby(cfg, &pool, &stop);
+    }
     let mode = match cfg.cores.poll {
         config::PollMode::Busy => PollMode::Busy,
         config::PollMode::Adaptive => PollMode::default(),
@@ -159,7 +217,15 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
                 client.info().mac.unwrap_or([2, 0, 0, 0, 0, 1]),
                 server.info().mac.unwrap_or([2, 0, 0, 0, 0, 2]),
             ));
-            let a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
+            let mut a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
+            if let (Some(repl_pc), Some(_)) = (&cfg.ports.replication, &cfg.replication) {
+                // A standby is expected: every flow is replicated before its SYN-ACK.
+                let repl = open_afpacket("replication", repl_pc, &pool)?;
+                let ch = channel_config(cfg, 1, repl.info().mac.unwrap_or([2, 0, 0, 0, 1, 3]));
+                let link = replication::node::PrimaryLink::new(ch, 1, repl, clock.now())
+                    .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
+                a.set_replicator(Box::new(link));
+            }
             let b = ServerCore::new(pc, server, to_client, from_client, clock.now())?;
             let ha = spawn_core(CoreSpec { name: "core-a".into(), pin: pin(0), mode }, clock, a)?;
             let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;

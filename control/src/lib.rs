@@ -6,6 +6,7 @@ pub mod apps;
 pub mod boxrun;
 pub mod config;
 pub mod ctl;
+pub mod pair;
 pub mod runtime;
 pub mod sim;
 pub mod stats;

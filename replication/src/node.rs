@@ -76,6 +76,7 @@ pub struct PrimaryLink<P> {
     tx: Vec<PacketBuf>,
     last_peer_heartbeat: Option<Instant>,
     heartbeat_timeout: dataplane::time::Duration,
+    attached: bool,
 }
 
 impl<P> std::fmt::Debug for PrimaryLink<P> {
@@ -96,6 +97,7 @@ impl<P: Port> PrimaryLink<P> {
             tx: Vec::new(),
             last_peer_heartbeat: None,
             heartbeat_timeout,
+            attached: false,
         })
     }
 
@@ -150,6 +152,9 @@ impl<P: Port> Replicator for PrimaryLink<P> {
         while let Some((at, _hb)) = self.ch.poll_heartbeat() {
             self.last_peer_heartbeat = Some(at);
         }
+        self.attached = self
+            .last_peer_heartbeat
+            .is_some_and(|t| now.saturating_duration_since(t) <= self.heartbeat_timeout);
         // The primary's channel carries no records from the standby; drain anything delivered.
         while self.ch.poll_deliver(now).is_some() {}
         work
@@ -160,8 +165,8 @@ impl<P: Port> Replicator for PrimaryLink<P> {
     }
 
     fn standby_attached(&self) -> bool {
-        // Heard within the detector's window, judged against the last time the channel was polled.
-        self.last_peer_heartbeat.is_some()
+        // Heard within five heartbeat intervals, as of the last poll.
+        self.attached
     }
 }
 

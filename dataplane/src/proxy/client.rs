@@ -61,6 +61,8 @@ pub struct ClientStats {
     pub unprotected: u64,
     /// Relayed bytes that arrived beyond the expected offset (a bug if ever non-zero).
     pub relay_gaps: u64,
+    /// Flows opened while replication was configured but no standby answered (served unprotected).
+    pub degraded_flows: u64,
 }
 
 fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
@@ -591,7 +593,13 @@ impl<P: Port> ClientCore<P> {
             conn.set_ack_limit(Some(gate.allowed()));
             f.gate = Some(gate);
         }
-        if let (Some(server_half), true) = (server_half, self.replicator.is_some()) {
+        let attached = self.replicator.as_ref().is_some_and(|r| r.standby_attached());
+        if self.replicator.is_some() && !attached {
+            // No standby is listening: serve under the backend gate, and say so (never claim protection
+            // that is not there).
+            self.stats.degraded_flows += 1;
+        }
+        if let (Some(server_half), true) = (server_half, attached) {
             // Invariant 2: no SYN-ACK before the standby knows the flow. A limit at the client's ISN holds
             // the SYN itself unacknowledged.
             conn.set_ack_limit(Some(syn.seq));

@@ -1,8 +1,8 @@
-//! A primary/standby pair in the simulator: the standby watches the primary (heartbeats on the
-//! replication link, ARP probes of the VIP on the client LAN), and when both fall silent it installs every
-//! stored flow into cores of its own and claims the addresses.
+//! The two roles of a box around its protocol cores: [`Cores`] (an active box's core A and core B) and
+//! [`Standby`], which watches the primary (heartbeats on the replication link, ARP probes of the VIP on
+//! the client LAN) and, when both fall silent, installs every stored flow into cores of its own and claims
+//! the addresses. Used by the simulator and by `holdfast run` alike; generic over the port backend.
 
-use dataplane::port::mem::MemPort;
 use dataplane::port::Port;
 use dataplane::proxy::{ClientCore, CoreError, ProxyConfig, ServerCore};
 use dataplane::step::Steppable;
@@ -15,24 +15,19 @@ use replication::node::{ack_policy_of, StandbyNode};
 use std::sync::Arc;
 
 /// The two protocol cores of an active box.
-pub struct Cores {
-    pub a: ClientCore<MemPort>,
-    pub b: ServerCore<MemPort>,
+pub struct Cores<P> {
+    pub a: ClientCore<P>,
+    pub b: ServerCore<P>,
 }
 
-impl std::fmt::Debug for Cores {
+impl<P> std::fmt::Debug for Cores<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cores").field("a", &self.a).field("b", &self.b).finish()
     }
 }
 
-impl Cores {
-    pub fn new(
-        cfg: &Arc<ProxyConfig>,
-        client: MemPort,
-        server: MemPort,
-        now: Instant,
-    ) -> Result<Cores, CoreError> {
+impl<P: Port> Cores<P> {
+    pub fn new(cfg: &Arc<ProxyConfig>, client: P, server: P, now: Instant) -> Result<Cores<P>, CoreError> {
         let (to_server, from_client) = crossbeam_channel::bounded(4096);
         let (to_client, from_server) = crossbeam_channel::bounded(4096);
         let a = ClientCore::new(cfg.clone(), client, to_server, from_server, Vec::new())?;
@@ -58,19 +53,19 @@ pub struct LanProbe {
 }
 
 /// What the standby is doing.
-pub enum Standby {
+pub enum Standby<P> {
     Watching {
-        node: StandbyNode<MemPort>,
-        client: MemPort,
-        server: MemPort,
+        node: StandbyNode<P>,
+        client: P,
+        server: P,
         probe: LanProbe,
     },
-    Active(Cores),
+    Active(Box<Cores<P>>),
     /// Set up failed at takeover; the message says why.
     Failed(String),
 }
 
-impl std::fmt::Debug for Standby {
+impl<P> std::fmt::Debug for Standby<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Standby::Watching { node, .. } => write!(f, "Watching({node:?})"),
@@ -88,8 +83,8 @@ pub struct Takeover {
     pub failed_flows: usize,
 }
 
-impl Standby {
-    pub fn new(node: StandbyNode<MemPort>, client: MemPort, server: MemPort, own_mac: [u8; 6]) -> Standby {
+impl<P: Port> Standby<P> {
+    pub fn new(node: StandbyNode<P>, client: P, server: P, own_mac: [u8; 6]) -> Standby<P> {
         Standby::Watching {
             node,
             client,
@@ -219,7 +214,7 @@ impl Standby {
         cores.a.announce(now);
         cores.b.announce(now);
         node.takeover_complete(now);
-        *self = Standby::Active(cores);
+        *self = Standby::Active(Box::new(cores));
         t
     }
 }
