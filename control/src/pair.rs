@@ -53,6 +53,8 @@ pub struct LanProbe {
 }
 
 /// What the standby is doing.
+// One per box, moved only at a takeover: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Standby<P> {
     Watching {
         node: StandbyNode<P>,
@@ -60,7 +62,7 @@ pub enum Standby<P> {
         server: P,
         probe: LanProbe,
     },
-    Active(Box<Cores<P>>),
+    Active(Cores<P>),
     /// Set up failed at takeover; the message says why.
     Failed(String),
 }
@@ -214,7 +216,7 @@ impl<P: Port> Standby<P> {
         cores.a.announce(now);
         cores.b.announce(now);
         node.takeover_complete(now);
-        *self = Standby::Active(Box::new(cores));
+        *self = Standby::Active(cores);
         t
     }
 }
