@@ -10,7 +10,7 @@ set -euo pipefail
 secs="${1:-30}"
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(ethernet arp ipv4 tcp frame)
+[[ ${#targets[@]} -eq 0 ]] && targets=(ethernet arp ipv4 tcp frame replication)
 
 cd "$(dirname "$0")/../fuzz"
 if ! cargo fuzz --version >/dev/null 2>&1; then
