@@ -37,6 +37,8 @@ MAGIC = 0x686F6C64
 M64 = (1 << 64) - 1
 CHUNK = 1 << 16  # generator cache granule (bytes of body)
 RESYNC_WINDOW = 1 << 20  # how far around a mismatch to look for where the data really belongs
+GAP_MIN = 0.1  # client pauses at least this long (s) are reported with their wall-clock times
+GAPS_KEPT = 8
 
 TCP_STATES_ALIVE = {1, 4, 5, 8, 9, 11}  # ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING
 
@@ -238,7 +240,10 @@ def is_reset(e):
 
 def serve_one(conn, echo, out, lock):
     v = Verifier()
-    rec = {"reset": False, "error": None, "received": 0}
+    rec = {"reset": False, "error": None, "received": 0, "finished": False}
+    # Registered at once, so a connection that never ends is still reported at the deadline.
+    with lock:
+        out.append((rec, v))
     try:
         while True:
             data = conn.recv(1 << 16)
@@ -258,9 +263,7 @@ def serve_one(conn, echo, out, lock):
         rec["error"] = repr(e)
     finally:
         conn.close()
-    rec.update(v.report())
-    with lock:
-        out.append(rec)
+        rec["finished"] = True
 
 
 def server(args):
@@ -290,8 +293,9 @@ def server(args):
         t.join(max(0.1, deadline - time.monotonic()))
     ls.close()
     with lock:
-        streams = sorted(out, key=lambda r: (r["id"] is None, r["id"] or 0))
-        unfinished = sum(1 for t in threads if t.is_alive())
+        streams = [dict(rec, **v.report()) for rec, v in out]
+    streams.sort(key=lambda r: (r["id"] is None, r["id"] or 0))
+    unfinished = sum(1 for r in streams if not r["finished"])
     res = {
         "mode": "server",
         "connections": accepted,
@@ -328,6 +332,7 @@ class Conn:
         self.errors = []
         self.last_progress = None
         self.stall = 0.0
+        self.gaps = []  # (from, to) wall-clock seconds of pauses over GAP_MIN; to None while open
         self.done_sending = False
         self.done = False
         self.lock = threading.Lock()
@@ -335,8 +340,22 @@ class Conn:
     def progress(self, now):
         with self.lock:
             if self.last_progress is not None:
-                self.stall = max(self.stall, now - self.last_progress)
+                gap = now - self.last_progress
+                self.stall = max(self.stall, gap)
+                if gap >= GAP_MIN:
+                    wall = time.time()
+                    self.gaps.append((wall - gap, wall))
+                    self.gaps = sorted(self.gaps, key=lambda g: g[0] - g[1])[:GAPS_KEPT]
             self.last_progress = now
+
+    def close_gaps(self, now, finished):
+        """At the end: a connection that did not finish has been stalled since its last progress."""
+        with self.lock:
+            if finished or self.last_progress is None:
+                return
+            gap = now - self.last_progress
+            self.stall = max(self.stall, gap)
+            self.gaps.append((time.time() - gap, None))
 
     def sample_acked(self, sock):
         # SIOCOUTQ counts bytes written and not yet acknowledged; it means nothing once the socket is
@@ -366,7 +385,7 @@ def client_send(c, sock):
             chunk = c.gen.get(c.sent, 1 << 16)
             n = sock.send(chunk)
             c.sent += n
-            c.progress(time.monotonic())
+            # Only what the network did counts as progress (an ACK, an echo), not filling our own buffer.
             c.sample_acked(sock)
         sock.shutdown(socket.SHUT_WR)
         c.done_sending = True
@@ -424,8 +443,10 @@ def run_conn(c, addr, echo, deadline):
         c.errors.append("timeout")
     # The echo came back whole only if the server had everything: then every byte was acknowledged
     # (the last SIOCOUTQ sample may predate the final ACK).
-    if c.echo.report()["complete"] and c.done_sending:
+    finished = c.echo.report()["complete"] and c.done_sending
+    if finished:
         c.acked = c.sent
+    c.close_gaps(time.monotonic(), finished or (c.done_sending and not echo and c.acked == c.sent))
     sock.close()
 
 
@@ -458,6 +479,7 @@ def client(args):
                 "echo_complete": e["complete"],
                 "reset": c.reset,
                 "stall_ms": int(c.stall * 1000),
+                "gaps_ms": [[int(a * 1000), int(b * 1000) if b else None] for a, b in sorted(c.gaps)],
                 "errors": c.errors,
             }
         )
@@ -465,6 +487,7 @@ def client(args):
         "mode": "client",
         "connections": len(conns),
         "connections_reset": sum(1 for s in streams if s["reset"]),
+        "connections_failed": sum(1 for s in streams if s["reset"] or s["errors"] or s["sent"] < s["total"]),
         "bytes_sent": sum(s["sent"] for s in streams),
         "bytes_acked": sum(s["acked"] for s in streams),
         "bytes_echoed": sum(s["echoed"] for s in streams),
@@ -507,6 +530,20 @@ def combine(args):
             dup += r["duplicated"] + r["corrupt"]
         dup += s["echo_duplicated"] + s["echo_corrupt"]
     reset = max(cl.get("connections_reset", 0), sv.get("connections_reset", 0))
+    failed = max(cl.get("connections_failed", 0), sv.get("connections_unfinished", 0))
+    takeover = None
+    if args.fault_ms is not None:
+        # Fault to the first progress after it, on the connection that waited longest; open if any
+        # connection never progressed again.
+        waits = []
+        for s in cl.get("streams", []):
+            for a, b in s.get("gaps_ms", []):
+                if a <= args.fault_ms + 50 and (b is None or b >= args.fault_ms):
+                    waits.append(None if b is None else max(0, b - args.fault_ms))
+        if waits and None not in waits:
+            takeover = max(waits)
+        elif not waits:
+            takeover = 0
     out = {
         "bytes_sent": cl.get("bytes_sent", 0),
         "bytes_acked": cl.get("bytes_acked", 0),
@@ -516,10 +553,14 @@ def combine(args):
         "bytes_duplicated": dup,
         "connections": cl.get("connections", 0),
         "connections_reset": reset,
+        "connections_failed": failed,
         "streams_never_seen_by_server": missing_streams,
+        "takeover_ms": takeover,
         "stall_ms": cl.get("stall_ms", 0),
     }
-    out["stream_ok"] = bool(cl.get("ok") and sv.get("ok") and lost == 0 and dup == 0 and reset == 0)
+    out["stream_ok"] = bool(
+        cl.get("ok") and sv.get("ok") and lost == 0 and dup == 0 and reset == 0 and failed == 0
+    )
     print(json.dumps(out), flush=True)
     return 0
 
@@ -549,6 +590,7 @@ def main():
     m = sub.add_parser("combine")
     m.add_argument("client_json")
     m.add_argument("server_json")
+    m.add_argument("--fault-ms", type=int, help="wall-clock ms of an injected fault: adds takeover_ms")
     d = sub.add_parser("dump")
     d.add_argument("--id", type=int, required=True)
     d.add_argument("--bytes", type=int, required=True)

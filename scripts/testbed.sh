@@ -76,9 +76,10 @@ tb_bg() {
   TB_PIDS+=("$TB_LAST_PID")
 }
 
-# tb_config FILE POLICY [ROLE]
+# tb_config FILE POLICY [ROLE [PORT_BACKEND]]: with TB_REPLICATION=1, a replication port (repl0) and a
+# [replication] section too (a standby needs them; a primary with them expects a standby).
 tb_config() {
-  local file=$1 policy=$2 role=${3:-primary} l
+  local file=$1 policy=$2 role=${3:-primary} backend=${4:-afpacket} l
   {
     cat <<EOF
 # Written by scripts/testbed.sh for topology $TB_PREFIX.
@@ -88,12 +89,26 @@ role = "$role"
 epoch_file = "$TB_DIR/$role.epoch"
 
 [ports.client]
-backend = "afpacket"
+backend = "$backend"
 interface = "client0"
 
 [ports.server]
-backend = "afpacket"
+backend = "$backend"
 interface = "server0"
+EOF
+    if [ "${TB_REPLICATION:-0}" = 1 ]; then
+      cat <<EOF
+
+[ports.replication]
+backend = "$backend"
+interface = "repl0"
+
+[replication]
+heartbeat_interval_us = 1000
+miss_threshold = 5
+EOF
+    fi
+    cat <<EOF
 
 [addresses]
 vip = "$TB_VIP"
@@ -133,19 +148,36 @@ EOF
   "$HOLDFAST_BIN" check-config "$file" >/dev/null
 }
 
-# tb_primary POLICY: starts the primary; sets TB_PRIMARY_PID.
-tb_primary() {
-  tb_config "$TB_DIR/primary.toml" "$1" primary
-  tb_bg "$TB_PREFIX-primary" "$TB_DIR/primary.log" "$HOLDFAST_BIN" run --config "$TB_DIR/primary.toml"
-  TB_PRIMARY_PID=$TB_LAST_PID
-  local i
-  for i in $(seq 1 50); do
-    grep -q serving "$TB_DIR/primary.log" 2>/dev/null && return 0
-    kill -0 "$TB_PRIMARY_PID" 2>/dev/null || break
+# tb_box ROLE POLICY [PORT_BACKEND]: writes ROLE's config and starts `holdfast run` in ROLE's namespace;
+# sets TB_BOX_PID. Fails, with holdfast's own last words in TB_BOX_ERROR, when the box does not come up.
+tb_box() {
+  local role=$1 policy=$2 backend=${3:-afpacket} log pid
+  log="$TB_DIR/$role.log"
+  TB_BOX_ERROR=
+  if ! tb_config "$TB_DIR/$role.toml" "$policy" "$role" "$backend" 2>"$log.config"; then
+    TB_BOX_ERROR="config: $(tail -n 1 "$log.config")"
+    return 1
+  fi
+  tb_bg "$TB_PREFIX-$role" "$log" "$HOLDFAST_BIN" run --config "$TB_DIR/$role.toml"
+  pid=$TB_LAST_PID
+  TB_BOX_PID=$pid
+  for _ in $(seq 1 50); do
+    grep -q serving "$log" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  tb_log "holdfast did not start:"
-  cat "$TB_DIR/primary.log" >&2
+  TB_BOX_ERROR=$(grep -v '^[[:space:]]*$' "$log" | tail -n 1)
+  [ -n "$TB_BOX_ERROR" ] || TB_BOX_ERROR="holdfast did not report serving within 5 s"
+  return 1
+}
+
+# tb_primary POLICY [PORT_BACKEND]: starts the primary; sets TB_PRIMARY_PID.
+tb_primary() {
+  if tb_box primary "$@"; then
+    TB_PRIMARY_PID=$TB_BOX_PID
+    return 0
+  fi
+  tb_log "the primary did not start: $TB_BOX_ERROR"
   return 1
 }
 
