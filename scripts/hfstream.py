@@ -59,7 +59,7 @@ def body(sid, start, n):
         return b""
     first = start // 8
     last = (start + n + 7) // 8
-    hi = (sid & 0xFFFFFFFF) << 40
+    hi = ((sid & 0xFFFFFFFF) << 40) & M64  # as Rust's u64 shift: the high id bits fall off
     words = array.array("Q", (_block(hi, b) for b in range(first, last)))
     if sys.byteorder != "little":
         words.byteswap()
