@@ -4,7 +4,10 @@
 # switch. Prints one JSON object and exits 0 when nothing was lost, duplicated or reset.
 #
 #   sudo scripts/linux-peers.sh [--prefix hfl] [--policy none|backend] [--loss PERMILLE]
-#                               [--conns K] [--bytes PER_CONN] [--iperf-seconds S]
+#                               [--conns K] [--bytes PER_CONN] [--iperf-seconds S] [--tx-csum-offload]
+#
+# --tx-csum-offload turns transmit checksum offload back on for the peers' and the switch's veths (the box's
+# own ports then receive frames whose checksums the kernel left partial, as on any veth by default).
 #
 # HOLDFAST_BIN picks the binary (default target/debug/holdfast); HF_KEEP=1 keeps the logs; HF_LOG sets
 # the box's log level. Everything it creates (namespaces, processes, files) goes away when it exits,
@@ -20,6 +23,7 @@ loss=0
 conns=4
 bytes=4000000
 iperf_s=3
+tx_csum=0
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) prefix=$2; shift 2 ;;
@@ -28,6 +32,7 @@ while [ $# -gt 0 ]; do
     --conns) conns=$2; shift 2 ;;
     --bytes) bytes=$2; shift 2 ;;
     --iperf-seconds) iperf_s=$2; shift 2 ;;
+    --tx-csum-offload) tx_csum=1; shift ;;
     *) echo "usage: $0 [--prefix P] [--policy none|backend] [--loss PERMILLE] [--conns K] [--bytes N] [--iperf-seconds S]" >&2; exit 64 ;;
   esac
 done
@@ -39,6 +44,13 @@ tb_init "$prefix"
 tb_up
 C="$prefix-client"
 S="$prefix-server"
+if [ "$tx_csum" = 1 ]; then
+  for x in "$C eth0" "$S eth0" "$prefix-sw c-client" "$prefix-sw s-server" "$prefix-sw c-primary" "$prefix-sw s-primary"; do
+    # shellcheck disable=SC2086
+    set -- $x
+    ip netns exec "$1" ethtool -K "$2" tx on >/dev/null 2>&1
+  done
+fi
 
 # Backends first, so the box's health checks find them up.
 mkdir -p "$TB_DIR/nginx/www"
@@ -150,13 +162,14 @@ rsts=$(ip netns exec "$prefix-sw" nft list table bridge hf_rst | sed -n 's/.*cou
 dropped=$(tb_loss_count)
 
 "$TB_PY" - "$policy" "$loss" "$dropped" "$curl_ok" "$curl_fail" "$elapsed_ms" "$primary_alive" "$rsts" \
-  "$stream" "$iperf_fwd" "$iperf_rev" <<'EOF'
+  "$stream" "$iperf_fwd" "$iperf_rev" "$tx_csum" <<'EOF'
 import json, sys
-policy, loss, dropped, cok, cfail, ms, alive, rsts, stream, fwd, rev = sys.argv[1:]
+policy, loss, dropped, cok, cfail, ms, alive, rsts, stream, fwd, rev = sys.argv[1:12]
 stream, fwd, rev = json.loads(stream), json.loads(fwd), json.loads(rev)
 r = [int(x) for x in rsts.split(",") if x] + [0] * 6
 out = {
     "policy": policy,
+    "tx_csum_offload": sys.argv[12] == "1",
     "loss_permille": int(loss),
     "frames_dropped_by_switch": int(dropped),
     "stream": stream,

@@ -165,7 +165,7 @@ fn num(v: &Value, path: &[&str]) -> i64 {
     cur.as_i64().unwrap_or_else(|| panic!("{path:?} missing or not a number in {v}"))
 }
 
-fn peers(prefix: &str, policy: &str, loss_permille: u32) {
+fn peers(prefix: &str, policy: &str, loss_permille: u32, extra: &[&str]) {
     let Some(_serial) = (match skip_reason() {
         Some(why) => {
             eprintln!("SKIP netns {policy}/loss {loss_permille}‰: {why}");
@@ -178,11 +178,20 @@ fn peers(prefix: &str, policy: &str, loss_permille: u32) {
     let conns = 4u32;
     let bytes = 3_000_000u32;
     let loss = loss_permille.to_string();
-    let mut bed = Bed::run(
-        prefix,
-        "linux-peers.sh",
-        &["--policy", policy, "--loss", &loss, "--conns", "4", "--bytes", "3000000", "--iperf-seconds", "2"],
-    );
+    let mut args = vec![
+        "--policy",
+        policy,
+        "--loss",
+        &loss,
+        "--conns",
+        "4",
+        "--bytes",
+        "3000000",
+        "--iperf-seconds",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let mut bed = Bed::run(prefix, "linux-peers.sh", &args);
     let (r, code, err) = bed.finish(Duration::from_secs(110));
     drop(bed);
     assert!(namespaces(prefix).is_empty(), "namespaces left behind: {:?}", namespaces(prefix));
@@ -220,22 +229,29 @@ fn peers(prefix: &str, policy: &str, loss_permille: u32) {
 
 #[test]
 fn netns_policy_none_clean_links() {
-    peers("hfl1", "none", 0);
+    peers("hfl1", "none", 0, &[]);
 }
 
 #[test]
 fn netns_policy_backend_clean_links() {
-    peers("hfl2", "backend", 0);
+    peers("hfl2", "backend", 0, &[]);
 }
 
 #[test]
 fn netns_policy_none_lossy_switch() {
-    peers("hfl3", "none", 20);
+    peers("hfl3", "none", 20, &[]);
 }
 
 #[test]
 fn netns_policy_backend_lossy_switch() {
-    peers("hfl4", "backend", 20);
+    peers("hfl4", "backend", 20, &[]);
+}
+
+/// Peers and switch with transmit checksum offload on (a veth's default): the box's ports receive frames
+/// whose checksums the kernel left partial, and must complete them rather than drop them.
+#[test]
+fn netns_peers_with_checksum_offload() {
+    peers("hfl6", "backend", 0, &["--tx-csum-offload"]);
 }
 
 /// The failover script's CLI and JSON: with no standby available it must say so and measure the primary
