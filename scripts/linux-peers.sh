@@ -5,9 +5,12 @@
 #
 #   sudo scripts/linux-peers.sh [--prefix hfl] [--policy none|backend] [--loss PERMILLE]
 #                               [--conns K] [--bytes PER_CONN] [--iperf-seconds S] [--tx-csum-offload]
+#                               [--box-mtu MTU]
 #
 # --tx-csum-offload turns transmit checksum offload back on for the peers' and the switch's veths (the box's
 # own ports then receive frames whose checksums the kernel left partial, as on any veth by default).
+# --box-mtu gives the box's links (both ends of its client and server veths) a smaller MTU than the peers'
+# 1500: the box must advertise an MSS that fits its own ports.
 #
 # HOLDFAST_BIN picks the binary (default target/debug/holdfast); HF_KEEP=1 keeps the logs; HF_LOG sets
 # the box's log level. Everything it creates (namespaces, processes, files) goes away when it exits,
@@ -24,6 +27,7 @@ conns=4
 bytes=4000000
 iperf_s=3
 tx_csum=0
+box_mtu=""
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) prefix=$2; shift 2 ;;
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
     --bytes) bytes=$2; shift 2 ;;
     --iperf-seconds) iperf_s=$2; shift 2 ;;
     --tx-csum-offload) tx_csum=1; shift ;;
+    --box-mtu) box_mtu=$2; shift 2 ;;
     *) echo "usage: $0 [--prefix P] [--policy none|backend] [--loss PERMILLE] [--conns K] [--bytes N] [--iperf-seconds S]" >&2; exit 64 ;;
   esac
 done
@@ -44,6 +49,13 @@ tb_init "$prefix"
 tb_up
 C="$prefix-client"
 S="$prefix-server"
+if [ -n "$box_mtu" ]; then
+  for x in "$prefix-sw c-primary" "$prefix-sw s-primary" "$prefix-primary client0" "$prefix-primary server0"; do
+    # shellcheck disable=SC2086
+    set -- $x
+    ip -n "$1" link set dev "$2" mtu "$box_mtu"
+  done
+fi
 if [ "$tx_csum" = 1 ]; then
   for x in "$C eth0" "$S eth0" "$prefix-sw c-client" "$prefix-sw s-server" "$prefix-sw c-primary" "$prefix-sw s-primary"; do
     # shellcheck disable=SC2086
@@ -112,7 +124,7 @@ stream=$("$TB_PY" "$TB_STREAM" combine "$TB_DIR/stream-client.json" "$TB_DIR/str
 curl_fail=0
 curl_ok=0
 for f in small one three; do
-  if ip netns exec "$C" timeout 30 curl -fsS --max-time 25 -o "$TB_DIR/got-$f.bin" "http://$TB_VIP/$f.bin" \
+  if ip netns exec "$C" timeout 20 curl -fsS --max-time 15 -o "$TB_DIR/got-$f.bin" "http://$TB_VIP/$f.bin" \
     2>>"$TB_DIR/curl.log" && cmp -s "$TB_DIR/got-$f.bin" "$TB_DIR/nginx/www/$f.bin"; then
     curl_ok=$((curl_ok + 1))
   else
@@ -120,11 +132,13 @@ for f in small one three; do
     echo "download $f.bin failed or differs" >>"$TB_DIR/curl.log"
   fi
 done
-code=$(ip netns exec "$C" timeout 30 curl -fsS --max-time 25 -o /dev/null -w '%{http_code}' \
+code=$(ip netns exec "$C" timeout 20 curl -fsS --max-time 15 -o /dev/null -w '%{http_code}' \
   --data-binary "@$TB_DIR/upload.bin" "http://$TB_VIP/upload" 2>>"$TB_DIR/curl.log" || echo fail)
 if [ "$code" = 200 ]; then curl_ok=$((curl_ok + 1)); else curl_fail=$((curl_fail + 1)); echo "upload: $code" >>"$TB_DIR/curl.log"; fi
 for i in $(seq 1 10); do
-  if ip netns exec "$C" timeout 10 curl -fsS --max-time 8 -o "$TB_DIR/got-small-$i.bin" "http://$TB_VIP/small.bin" \
+  # A box that fails one short connection likely fails them all: stop waiting after three.
+  if [ "$curl_fail" -ge 3 ]; then curl_fail=$((curl_fail + 1)); continue; fi
+  if ip netns exec "$C" timeout 10 curl -fsS --max-time 5 -o "$TB_DIR/got-small-$i.bin" "http://$TB_VIP/small.bin" \
     2>>"$TB_DIR/curl.log" && cmp -s "$TB_DIR/got-small-$i.bin" "$TB_DIR/nginx/www/small.bin"; then
     curl_ok=$((curl_ok + 1))
   else
@@ -162,7 +176,7 @@ rsts=$(ip netns exec "$prefix-sw" nft list table bridge hf_rst | sed -n 's/.*cou
 dropped=$(tb_loss_count)
 
 "$TB_PY" - "$policy" "$loss" "$dropped" "$curl_ok" "$curl_fail" "$elapsed_ms" "$primary_alive" "$rsts" \
-  "$stream" "$iperf_fwd" "$iperf_rev" "$tx_csum" <<'EOF'
+  "$stream" "$iperf_fwd" "$iperf_rev" "$tx_csum" "$box_mtu" <<'EOF'
 import json, sys
 policy, loss, dropped, cok, cfail, ms, alive, rsts, stream, fwd, rev = sys.argv[1:12]
 stream, fwd, rev = json.loads(stream), json.loads(fwd), json.loads(rev)
@@ -170,6 +184,7 @@ r = [int(x) for x in rsts.split(",") if x] + [0] * 6
 out = {
     "policy": policy,
     "tx_csum_offload": sys.argv[12] == "1",
+    "box_mtu": int(sys.argv[13]) if sys.argv[13] else None,
     "loss_permille": int(loss),
     "frames_dropped_by_switch": int(dropped),
     "stream": stream,

@@ -247,6 +247,12 @@ fn netns_policy_backend_lossy_switch() {
     peers("hfl4", "backend", 20, &[]);
 }
 
+/// The box's links have a smaller MTU (1400) than the peers' (1500): the MSS it advertises must fit its ports.
+#[test]
+fn netns_box_mtu_below_the_peers() {
+    peers("hfl7", "backend", 0, &["--box-mtu", "1400"]);
+}
+
 /// Peers and switch with transmit checksum offload on (a veth's default): the box's ports receive frames
 /// whose checksums the kernel left partial, and must complete them rather than drop them.
 #[test]
