@@ -79,6 +79,18 @@ pub fn proxy_config(cfg: &Config, client_mac: [u8; 6], server_mac: [u8; 6]) -> P
     }
 }
 
+/// Lowers the MSS a half advertises to what its port carries (IPv4 and TCP headers without options take
+/// 40 bytes). Peers size their segments by the MSS we advertise, not by our MTU: advertise more than the
+/// port carries and every full-sized segment is dropped as oversize, so a box on a 1400-byte link (a VF,
+/// a tunnel underlay) facing 1500-byte peers carried no data at all.
+pub fn fit_mss(tcp: &mut dataplane::tcp::Config, mtu: usize) {
+    let fits = u16::try_from(mtu.saturating_sub(40)).unwrap_or(u16::MAX).max(MIN_MSS);
+    tcp.mss = tcp.mss.min(fits);
+}
+
+/// The smallest MSS a box advertises whatever its MTU claims (RFC 9293's default, 536).
+const MIN_MSS: u16 = 536;
+
 fn secret(salt: u8) -> [u8; 16] {
     let mut out = [salt; 16];
     if let Ok(bytes) = std::fs::read("/proc/sys/kernel/random/uuid") {
@@ -160,7 +172,10 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
     let clock = MonotonicClock::new();
     let now = clock.now();
     let own_client_mac = client.info().mac.unwrap_or([2, 0, 0, 0, 2, 1]);
-    let pc = Arc::new(proxy_config(cfg, own_client_mac, server.info().mac.unwrap_or([2, 0, 0, 0, 2, 2])));
+    let mut pc = proxy_config(cfg, own_client_mac, server.info().mac.unwrap_or([2, 0, 0, 0, 2, 2]));
+    fit_mss(&mut pc.client_tcp, client.info().mtu);
+    fit_mss(&mut pc.server_tcp, server.info().mtu);
+    let pc = Arc::new(pc);
     let ch = channel_config(cfg, 2, repl.info().mac.unwrap_or([2, 0, 0, 0, 2, 3]));
     let det = replication::detector::DetectorConfig {
         heartbeat_interval: rc.heartbeat_interval,
@@ -212,11 +227,14 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
         (PortBackend::AfPacket, PortBackend::AfPacket) => {
             let client = open_afpacket("client", &cfg.ports.client, &pool)?;
             let server = open_afpacket("server", &cfg.ports.server, &pool)?;
-            let pc = Arc::new(proxy_config(
+            let mut pc = proxy_config(
                 cfg,
                 client.info().mac.unwrap_or([2, 0, 0, 0, 0, 1]),
                 server.info().mac.unwrap_or([2, 0, 0, 0, 0, 2]),
-            ));
+            );
+            fit_mss(&mut pc.client_tcp, client.info().mtu);
+            fit_mss(&mut pc.server_tcp, server.info().mtu);
+            let pc = Arc::new(pc);
             let mut a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
             if let (Some(repl_pc), Some(_)) = (&cfg.ports.replication, &cfg.replication) {
                 // A standby is expected: every flow is replicated before its SYN-ACK.
@@ -243,5 +261,24 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             c.as_str(),
             s.as_str()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_mss;
+
+    #[test]
+    fn the_mss_fits_the_port() {
+        let mut t = dataplane::tcp::Config::default();
+        let default = t.mss;
+        fit_mss(&mut t, 1500);
+        assert_eq!(t.mss, default.min(1460));
+        fit_mss(&mut t, 1400);
+        assert_eq!(t.mss, 1360);
+        fit_mss(&mut t, 9000);
+        assert_eq!(t.mss, 1360, "never raised");
+        fit_mss(&mut t, 100);
+        assert_eq!(t.mss, 536);
     }
 }

@@ -53,6 +53,8 @@ const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_SENDING: u32 = 2;
 const TP_STATUS_WRONG_FORMAT: u32 = 4;
+/// Receive status: the frame's L4 checksum is still to be computed (the sender's offload left it partial).
+const TP_STATUS_CSUMNOTREADY: u32 = 8;
 
 const TPACKET_ALIGNMENT: usize = 16;
 
@@ -183,6 +185,53 @@ const _: () = {
 
 /// Where the data of a V2 transmit frame starts: `TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)`.
 const TX_DATA_OFFSET: usize = tpacket_align(core::mem::size_of::<Tpacket2Hdr>());
+
+/// Fills in the TCP or UDP checksum of an Ethernet/IPv4 frame whose sender left it partial.
+///
+/// A frame from a local sender with transmit checksum offload (a veth peer, a tap) reaches a packet socket
+/// as the kernel holds it: the checksum field carries only the pseudo-header sum, and the ring marks it
+/// TP_STATUS_CSUMNOTREADY. On a wire it would have been completed by the NIC, so we complete it here, and
+/// the protocol code above verifies checksums as if it read the wire. Anything else is left untouched.
+fn complete_l4_checksum(frame: &mut [u8]) {
+    use crate::wire::checksum;
+    use crate::wire::Ipv4Address;
+    if frame.get(12..14) != Some(&[0x08, 0x00][..]) {
+        return;
+    }
+    let Some(&vihl) = frame.get(14) else { return };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 {
+        return;
+    }
+    let (Some(tl), Some(&proto), Some(src), Some(dst)) =
+        (frame.get(16..18), frame.get(23), frame.get(26..30), frame.get(30..34))
+    else {
+        return;
+    };
+    let total = usize::from(u16::from_be_bytes([tl[0], tl[1]]));
+    let (src, dst) =
+        (Ipv4Address([src[0], src[1], src[2], src[3]]), Ipv4Address([dst[0], dst[1], dst[2], dst[3]]));
+    let field = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return,
+    };
+    let Some(l4_len) = total.checked_sub(ihl) else { return };
+    let Ok(l4_len16) = u16::try_from(l4_len) else { return };
+    let Some(l4) = frame.get_mut(14 + ihl..14 + total) else { return };
+    let Some(slot) = l4.get_mut(field..field + 2) else { return };
+    slot.copy_from_slice(&[0, 0]);
+    let sum =
+        checksum::combine(&[checksum::pseudo_header_ipv4(src, dst, proto, l4_len16), checksum::data(l4)]);
+    let mut c = checksum::finish(sum);
+    if proto == 17 && c == 0 {
+        // A UDP checksum of zero means "none"; RFC 768 sends its one's-complement twin.
+        c = 0xffff;
+    }
+    if let Some(slot) = l4.get_mut(field..field + 2) {
+        slot.copy_from_slice(&c.to_be_bytes());
+    }
+}
 
 /// Why an AF_PACKET port could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -573,6 +622,7 @@ impl AfPacketPort {
         let snaplen = self.rx_ring.read_u32(hdr + core::mem::offset_of!(Tpacket3Hdr, tp_snaplen))? as usize;
         let len = self.rx_ring.read_u32(hdr + core::mem::offset_of!(Tpacket3Hdr, tp_len))? as usize;
         let mac = self.rx_ring.read_u16(hdr + core::mem::offset_of!(Tpacket3Hdr, tp_mac))? as usize;
+        let status = self.rx_ring.read_u32(hdr + core::mem::offset_of!(Tpacket3Hdr, tp_status))?;
         let data_end = pkt_off.checked_add(mac)?.checked_add(snaplen)?;
         if data_end > self.rx_block_size {
             return None;
@@ -582,6 +632,9 @@ impl AfPacketPort {
         } else if let Some(mut buf) = self.pool.alloc() {
             let data = self.rx_ring.slice(hdr + mac, snaplen)?;
             if buf.extend_from_slice(data).is_ok() {
+                if status & TP_STATUS_CSUMNOTREADY != 0 {
+                    complete_l4_checksum(buf.data_mut());
+                }
                 self.stats.rx_packets += 1;
                 self.stats.rx_bytes += len as u64;
                 out.push(buf);
@@ -739,5 +792,82 @@ impl Port for AfPacketPort {
         // Sends that found the kernel busy are retried here, so a quiet caller still flushes its frames.
         self.kick();
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_l4_checksum;
+    use crate::wire::{
+        build_tcp_frame, checksum, parse_frame, EthernetAddress, FrameHeader, Ipv4Address, TcpFlags,
+        TcpOptions, TcpRepr,
+    };
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let hdr = FrameHeader::new(
+            EthernetAddress([2, 0, 0, 0, 0, 1]),
+            EthernetAddress([2, 0, 0, 0, 0, 2]),
+            Ipv4Address([198, 18, 1, 10]),
+            Ipv4Address([198, 18, 1, 1]),
+        );
+        let repr = TcpRepr {
+            src_port: 40000,
+            dst_port: 7000,
+            seq: 0x1234_5678,
+            ack: 0x9abc_def0,
+            flags: TcpFlags(TcpFlags::ACK.0 | TcpFlags::PSH.0),
+            window: 512,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload,
+        };
+        let mut buf = vec![0u8; 1514];
+        let n = build_tcp_frame(&mut buf, &hdr, &repr).expect("fits");
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn a_partial_tcp_checksum_is_completed() {
+        for len in [0usize, 1, 7, 1000, 1448] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let good = frame(&payload);
+            assert!(parse_frame(&good).is_ok());
+            // What a sender with checksum offload hands over: the pseudo-header sum only.
+            let mut partial = good.clone();
+            let l4_len = u16::try_from(partial.len() - 34).expect("small");
+            let pseudo = checksum::pseudo_header_ipv4(
+                Ipv4Address([198, 18, 1, 10]),
+                Ipv4Address([198, 18, 1, 1]),
+                6,
+                l4_len,
+            );
+            partial[50..52].copy_from_slice(&pseudo.to_be_bytes());
+            assert!(parse_frame(&partial).is_err(), "len {len}: a partial checksum must not verify");
+            complete_l4_checksum(&mut partial);
+            assert_eq!(partial, good, "len {len}");
+        }
+    }
+
+    #[test]
+    fn frames_it_does_not_understand_are_left_alone() {
+        let good = frame(b"hello");
+        for cut in [0, 13, 14, 20, 33, 40, 53] {
+            let mut short = good[..cut].to_vec();
+            let before = short.clone();
+            complete_l4_checksum(&mut short);
+            assert_eq!(short, before, "cut at {cut}");
+        }
+        let mut arp = good.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let before = arp.clone();
+        complete_l4_checksum(&mut arp);
+        assert_eq!(arp, before);
+        // An IPv4 total length beyond the frame: nothing is read or written past the end.
+        let mut lying = good.clone();
+        lying[16..18].copy_from_slice(&9000u16.to_be_bytes());
+        let before = lying.clone();
+        complete_l4_checksum(&mut lying);
+        assert_eq!(lying, before);
     }
 }

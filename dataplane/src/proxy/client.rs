@@ -922,7 +922,10 @@ impl<P: Port> ClientCore<P> {
 
         // Tell core B how far the client acknowledged the backend's bytes (it gates the backend's ACKs).
         if let Some(server) = f.server {
-            if conn.state().is_synchronized() {
+            // Closed counts too: the ACK that closes the client half (of our FIN) also acknowledges the
+            // backend's last bytes, and the backend must hear of them, or its tail stays unacknowledged
+            // until the server half gives up and resets it.
+            if conn.state().is_synchronized() || conn.state() == State::Closed {
                 let acked = offset_at(conn.iss().wrapping_add(1), conn.snd_una(), f.s2c_acked_told);
                 if acked > f.s2c_acked_told && acked < (1 << 62) {
                     f.s2c_acked_told = acked;

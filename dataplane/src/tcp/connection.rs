@@ -497,7 +497,10 @@ impl Connection {
         let edge = seq::min(self.recv_buf.right_edge(), self.ack_target().wrapping_add(max_wnd));
         let grown = seq::dist(self.rcv_adv, edge);
         let threshold = (self.recv_buf.capacity() as u32 / 2).min(2 * self.eff_mss());
-        if self.state.is_synchronized() && grown >= threshold.max(1) {
+        // After the peer's FIN nothing more can come, so the window means nothing; an update sent then may
+        // reach a peer whose socket is already gone (a Linux passive closer after its FIN was acked), and
+        // earns a RST.
+        if self.state.is_synchronized() && !self.peer_fin_seen && grown >= threshold.max(1) {
             self.ack_now = true;
             // The update that reopens a window the peer saw as (nearly) shut is the only thing that
             // restarts the peer; if it is lost, a peer that does not probe zero windows waits forever.

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Failover through real Linux peers: a primary and a standby from config files in the namespace test bed,
+# a Linux client streaming N MB of checksummed data through the VIP to a Linux server that verifies it, a
+# fault injected into the primary mid-transfer, and one JSON object with the verdict.
+#
+#   sudo scripts/failover.sh [--fault kill|linkdown|stop] [--policy backend|replica|none]
+#                            [--backend afpacket|afxdp|dpdk] [--mb N] [--conns K]
+#                            [--fault-after-ms MS] [--timeout S] [--fault-without-standby] [--prefix hfl]
+#
+#   kill      kill -9 of the primary's holdfast
+#   linkdown  the primary's client and server links go down in the switch (the box lives on, unreachable)
+#   stop      SIGSTOP of the primary (a hung box), SIGCONT at cleanup
+#
+# Fields: verdict ("pass" | "fail" | "unavailable"), failover (what happened to the failover itself),
+# bytes_sent, bytes_acked (what the client's kernel saw acknowledged), bytes_delivered (distinct bytes the
+# server verified), bytes_lost (acknowledged to the client, never delivered), bytes_duplicated (delivered
+# twice or corrupt, either direction), connections_reset, stall_ms (the longest time a client connection
+# made no progress), takeover_ms (fault to the first progress after it; null when no fault was injected).
+#
+# Today `holdfast run` serves a primary only: the script asks for a standby, and when the box refuses,
+# it says so in `failover` ("unavailable: ..."), injects no fault, and measures the primary alone, so the
+# byte counts still mean what they say. With --fault-without-standby it injects the fault anyway (the
+# baseline every plain proxy gives: expect a "fail" with lost bytes under policy none, resets under any).
+# --timeout bounds the transfer (default 120 s; 8 s with --fault-without-standby, since nothing recovers).
+# It exits 0 on "pass", 1 on "fail", 2 on "unavailable".
+#
+# HOLDFAST_BIN picks the binary (default target/debug/holdfast); HF_KEEP=1 keeps logs and configs.
+
+set -Eeuo pipefail
+# shellcheck source=scripts/testbed.sh
+source "$(dirname "$0")/testbed.sh"
+
+fault=kill
+policy=backend
+backend=afpacket
+mb=8
+conns=4
+fault_after_ms=1000
+prefix=hfl
+timeout_s=""
+force_fault=0
+usage() {
+  echo "usage: $0 [--fault kill|linkdown|stop] [--policy backend|replica|none] [--backend afpacket|afxdp|dpdk]" \
+    "[--mb N] [--conns K] [--fault-after-ms MS] [--timeout S] [--fault-without-standby] [--prefix P]" >&2
+  exit 64
+}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --fault) fault=$2; shift 2 ;;
+    --policy) policy=$2; shift 2 ;;
+    --backend) backend=$2; shift 2 ;;
+    --mb) mb=$2; shift 2 ;;
+    --conns) conns=$2; shift 2 ;;
+    --fault-after-ms) fault_after_ms=$2; shift 2 ;;
+    --prefix) prefix=$2; shift 2 ;;
+    --timeout) timeout_s=$2; shift 2 ;;
+    --fault-without-standby) force_fault=1; shift ;;
+    *) usage ;;
+  esac
+done
+case $fault in kill | linkdown | stop) ;; *) usage ;; esac
+case $policy in backend | replica | none) ;; *) usage ;; esac
+case $backend in afpacket | afxdp | dpdk) ;; *) usage ;; esac
+if [ -z "$timeout_s" ]; then
+  if [ "$force_fault" = 1 ]; then timeout_s=8; else timeout_s=120; fi
+fi
+[[ $mb =~ ^[0-9]+$ && $conns =~ ^[1-9][0-9]*$ && $fault_after_ms =~ ^[0-9]+$ && $timeout_s =~ ^[1-9][0-9]*$ ]] || usage
+
+# report VERDICT FAILOVER_TEXT FAULT_INJECTED TAKEOVER_MS STREAM_JSON: prints the one JSON object.
+report() {
+  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" <<'EOF'
+import json, sys
+verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns = sys.argv[1:]
+s = json.loads(stream) if stream else {}
+out = {
+    "verdict": verdict,
+    "failover": failover,
+    "fault": fault,
+    "fault_injected": injected == "1",
+    "policy": policy,
+    "backend": backend,
+    "mb": int(mb),
+    "connections": int(conns),
+    "bytes_sent": s.get("bytes_sent", 0),
+    "bytes_acked": s.get("bytes_acked", 0),
+    "bytes_delivered": s.get("bytes_delivered", 0),
+    "bytes_echoed": s.get("bytes_echoed", 0),
+    "bytes_lost": s.get("bytes_lost", 0),
+    "bytes_duplicated": s.get("bytes_duplicated", 0),
+    "connections_reset": s.get("connections_reset", 0),
+    "connections_failed": s.get("connections_failed", 0),
+    "stall_ms": s.get("stall_ms", 0),
+    "takeover_ms": int(takeover) if takeover else None,
+}
+print(json.dumps(out))
+EOF
+}
+
+tb_init "$prefix"
+tb_up
+
+# Both boxes get a replication port and section: the standby needs them, and a primary with them knows a
+# standby is expected.
+export TB_REPLICATION=1
+# Each connection carries its share of the N MB (the header adds 16 bytes).
+bytes=$((mb * 1000000 / conns))
+S="$prefix-server"
+C="$prefix-client"
+
+rm -f "$TB_DIR/stream.ready"
+tb_bg "$S" "$TB_DIR/stream-server.json" "$TB_PY" "$TB_STREAM" server --listen "$TB_SERVER:7000" \
+  --conns "$conns" --timeout $((timeout_s + 2)) --ready "$TB_DIR/stream.ready"
+stream_server=$TB_LAST_PID
+tb_wait_listen "$S" 7000
+
+failover=""
+standby_pid=""
+if ! tb_box standby "$policy" "$backend"; then
+  failover="unavailable: no standby yet (holdfast run refused the standby: $TB_BOX_ERROR)"
+else
+  standby_pid=$TB_BOX_PID
+fi
+
+primary_policy=$policy
+if [ -n "$failover" ] && [ "$policy" = replica ]; then
+  # Without a standby, replica cannot run; measure the primary under backend, and say so.
+  primary_policy=backend
+  failover="$failover; the primary ran with policy backend, since replica needs the standby"
+fi
+if [ -n "$failover" ]; then
+  # No standby: a primary without replication expectations.
+  TB_REPLICATION=0
+fi
+if ! tb_box primary "$primary_policy" "$backend"; then
+  report unavailable "unavailable: the primary did not start: $TB_BOX_ERROR" 0 "" ""
+  exit 2
+fi
+primary_pid=$TB_BOX_PID
+
+ip netns exec "$C" timeout $((timeout_s + 30)) "$TB_PY" "$TB_STREAM" client --connect "$TB_VIP:7000" \
+  --conns "$conns" --bytes "$bytes" --id-base 1000 --timeout "$timeout_s" >"$TB_DIR/stream-client.json" 2>"$TB_DIR/stream-client.log" &
+client_pid=$!
+TB_PIDS+=("$client_pid")
+
+injected=0
+fault_ns=""
+if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
+  sleep "$(awk -v ms="$fault_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
+  fault_ns=$(date +%s%N)
+  case $fault in
+    kill) kill -KILL "$primary_pid" ;;
+    # Cleanup's SIGKILL ends a stopped process too.
+    stop) kill -STOP "$primary_pid" ;;
+    linkdown)
+      ip -n "$prefix-sw" link set c-primary down
+      ip -n "$prefix-sw" link set s-primary down
+      ;;
+  esac
+  injected=1
+fi
+
+wait "$client_pid" || true
+# The server reports at its own deadline when a connection never ended.
+for _ in $(seq 1 $(((timeout_s + 5) * 10))); do kill -0 "$stream_server" 2>/dev/null || break; sleep 0.1; done
+fault_arg=()
+[ "$injected" = 1 ] && fault_arg=(--fault-ms $((fault_ns / 1000000)))
+stream=$("$TB_PY" "$TB_STREAM" combine "${fault_arg[@]}" "$TB_DIR/stream-client.json" "$TB_DIR/stream-server.json" 2>/dev/null || echo '{}')
+
+takeover=""
+if [ "$injected" = 1 ]; then
+  # Until the standby reports its takeover itself, the clients tell it from outside: fault to the first
+  # progress after it, on the connection that waited longest (null: some connection never resumed).
+  takeover=$("$TB_PY" -c 'import json,sys; t = json.loads(sys.argv[1]).get("takeover_ms"); print("" if t is None else t)' "$stream")
+  if [ -n "$failover" ]; then
+    failover="$failover; $fault injected anyway (--fault-without-standby)"
+  else
+    failover="$fault injected $fault_after_ms ms into the transfer (at $((fault_ns / 1000000)) ms since the epoch)"
+  fi
+fi
+
+ok=$("$TB_PY" -c 'import json,sys; print(1 if json.loads(sys.argv[1]).get("stream_ok") else 0)' "$stream")
+if [ "$ok" = 1 ]; then verdict=pass; else verdict=fail; fi
+report "$verdict" "$failover" "$injected" "$takeover" "$stream"
+[ "$verdict" = pass ]
