@@ -160,7 +160,7 @@ impl<P: Port> Standby<P> {
                     .min(probe.next)
                     .min(probe.outstanding.map_or(Instant::FAR_FUTURE, |t| t + probe.interval));
                 let mut done = None;
-                if takeover.is_some() {
+                if takeover.is_some() && node.has_heard_primary() {
                     done = Some(self.take_over(now, cfg));
                 }
                 (work > 0 || done.is_some(), next, done)

@@ -196,6 +196,7 @@ pub struct StandbyNode<P> {
     detector: Detector,
     peer_box: u32,
     apply_errors: u64,
+    heard_primary: bool,
 }
 
 impl<P> std::fmt::Debug for StandbyNode<P> {
@@ -227,6 +228,7 @@ impl<P: Port> StandbyNode<P> {
             detector,
             peer_box,
             apply_errors: 0,
+            heard_primary: false,
         })
     }
 
@@ -249,19 +251,32 @@ impl<P: Port> StandbyNode<P> {
         }
         let mut takeover = None;
         while let Some((at, hb)) = self.ch.poll_heartbeat() {
+            self.heard_primary = true;
             if let Some(Event::TakeOver { epoch }) = self.detector.on_heartbeat(at, self.peer_box, &hb) {
                 takeover = Some(epoch);
             }
         }
         self.ch.set_status(Role::Standby, 0, self.store.stats().flows as u32);
-        if let Some(Event::TakeOver { epoch }) = self.detector.handle_timeout(now) {
-            takeover = Some(epoch);
+        // Until a primary has been heard there is nothing to watch (and nothing to take over with).
+        if self.heard_primary {
+            if let Some(Event::TakeOver { epoch }) = self.detector.handle_timeout(now) {
+                takeover = Some(epoch);
+            }
         }
         (work, takeover)
     }
 
+    /// Whether a primary's heartbeat ever arrived. A standby that never heard one holds no state worth
+    /// taking over with, and must not claim addresses a primary may be about to use.
+    pub fn has_heard_primary(&self) -> bool {
+        self.heard_primary
+    }
+
     /// Reports the second path: whether the VIP's holder answered on the client LAN.
     pub fn on_lan_probe(&mut self, now: Instant, answered: bool) -> Option<u32> {
+        if !self.heard_primary {
+            return None;
+        }
         match self.detector.on_lan_probe(now, answered) {
             Some(Event::TakeOver { epoch }) => Some(epoch),
             _ => None,
