@@ -150,7 +150,13 @@ done
 
 # 3. iperf3 each way.
 iperf_json() { # DIRECTION_FLAG
-  ip netns exec "$C" timeout $((iperf_s + 20)) iperf3 -c "$TB_VIP" -t "$iperf_s" -J "$@" 2>>"$TB_DIR/iperf3-client.log" || true
+  local out try
+  for try in 1 2 3; do
+    out=$(ip netns exec "$C" timeout $((iperf_s + 20)) iperf3 -c "$TB_VIP" -t "$iperf_s" -J "$@" 2>>"$TB_DIR/iperf3-client.log" || true)
+    # The iperf3 server may still be closing the previous test (slow under loss): it answers "busy".
+    case $out in *"server is busy"*) sleep 1 ;; *) break ;; esac
+  done
+  printf '%s\n' "$out"
 }
 iperf_fwd=$(iperf_json | "$TB_PY" -c '
 import json, sys

@@ -126,11 +126,12 @@ backends = ["$TB_SERVER:${l#*:}"]
 ack_policy = "$policy"
 
 [listeners.health]
-# Fast checks, so a backend started a moment late is up again within a second.
-interval_ms = 200
-timeout_ms = 100
+# Patient checks: on a loaded 2-core machine a probe's answer can take a while, and a backend marked down
+# turns every new client into a RST. The test bed starts backends before the box, so rise hardly matters.
+interval_ms = 500
+timeout_ms = 500
 rise = 1
-fall = 3
+fall = 5
 EOF
     done
     cat <<EOF

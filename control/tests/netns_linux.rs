@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// A namespace prefix unique to this test and this process: another copy of the suite (another worktree,
+/// a CI run of the merged tree) may run on the same machine at the same time.
+fn prefix(n: u32) -> String {
+    format!("hfl{n}p{}", std::process::id())
+}
+
 const TOOLS: &[&str] = &["ip", "ethtool", "nft", "nginx", "curl", "iperf3", "/usr/bin/python3"];
 
 fn repo() -> PathBuf {
@@ -229,35 +235,35 @@ fn peers(prefix: &str, policy: &str, loss_permille: u32, extra: &[&str]) {
 
 #[test]
 fn netns_policy_none_clean_links() {
-    peers("hfl1", "none", 0, &[]);
+    peers(&prefix(1), "none", 0, &[]);
 }
 
 #[test]
 fn netns_policy_backend_clean_links() {
-    peers("hfl2", "backend", 0, &[]);
+    peers(&prefix(2), "backend", 0, &[]);
 }
 
 #[test]
 fn netns_policy_none_lossy_switch() {
-    peers("hfl3", "none", 20, &[]);
+    peers(&prefix(3), "none", 20, &[]);
 }
 
 #[test]
 fn netns_policy_backend_lossy_switch() {
-    peers("hfl4", "backend", 20, &[]);
+    peers(&prefix(4), "backend", 20, &[]);
 }
 
 /// The box's links have a smaller MTU (1400) than the peers' (1500): the MSS it advertises must fit its ports.
 #[test]
 fn netns_box_mtu_below_the_peers() {
-    peers("hfl7", "backend", 0, &["--box-mtu", "1400"]);
+    peers(&prefix(7), "backend", 0, &["--box-mtu", "1400"]);
 }
 
 /// Peers and switch with transmit checksum offload on (a veth's default): the box's ports receive frames
 /// whose checksums the kernel left partial, and must complete them rather than drop them.
 #[test]
 fn netns_peers_with_checksum_offload() {
-    peers("hfl6", "backend", 0, &["--tx-csum-offload"]);
+    peers(&prefix(6), "backend", 0, &["--tx-csum-offload"]);
 }
 
 /// The failover script's CLI and JSON: with no standby available it must say so and measure the primary
@@ -286,7 +292,8 @@ fn netns_failover_script_reports_honestly() {
         "failover",
     ];
 
-    let mut bed = Bed::run("hfl5", "failover.sh", &["--fault", "kill", "--policy", "backend", "--mb", "4"]);
+    let p = prefix(5);
+    let mut bed = Bed::run(&p, "failover.sh", &["--fault", "kill", "--policy", "backend", "--mb", "4"]);
     let (r, code, err) = bed.finish(Duration::from_secs(60));
     drop(bed);
     let ctx = format!("report: {r}\nstderr:\n{err}");
@@ -308,7 +315,7 @@ fn netns_failover_script_reports_honestly() {
 
     // A lone primary killed mid-transfer: the transfer cannot finish, and the report must say so.
     let mut bed = Bed::run(
-        "hfl5",
+        &p,
         "failover.sh",
         &["--fault", "kill", "--policy", "none", "--mb", "400", "--conns", "2", "--fault-without-standby"],
     );
@@ -322,7 +329,7 @@ fn netns_failover_script_reports_honestly() {
     assert!(num(&r, &["bytes_delivered"]) < 400_000_000, "{ctx}");
     assert!(r["takeover_ms"].is_null(), "nothing took over, yet: {ctx}");
     assert!(num(&r, &["stall_ms"]) >= 1000, "{ctx}");
-    assert!(namespaces("hfl5").is_empty(), "namespaces left behind: {:?}", namespaces("hfl5"));
+    assert!(namespaces(&p).is_empty(), "namespaces left behind: {:?}", namespaces(&p));
 }
 
 /// The Linux stream tool and the simulator's stream generator make the same bytes (no root needed).
