@@ -119,21 +119,27 @@ fn open_afpacket(port: &'static str, pc: &PortConfig, pool: &Pool) -> Result<AfP
 }
 
 fn applications(cfg: &Config) -> Result<Vec<Option<Box<dyn Application>>>, RunError> {
+    // Applications keep their files beside the epoch file (the box's state directory).
+    let dir = cfg
+        .box_
+        .epoch_file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/holdfast"));
     let mut apps: Vec<Option<Box<dyn Application>>> = Vec::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         if l.ack_policy != AckPolicy::App {
             apps.push(None);
             continue;
         }
-        let spec = l.application.clone().unwrap_or_default();
-        let Some(path) = spec.strip_prefix("ingest:") else {
-            return Err(RunError::Application(
-                i,
-                format!("unknown application {spec:?} (known: ingest:PATH)"),
-            ));
-        };
-        let app =
-            IngestApp::open(Path::new(path), 1 << 20).map_err(|e| RunError::Application(i, e.to_string()))?;
+        let name = l.application.clone().unwrap_or_default();
+        if name != "ingest" && name != "line-ingest" {
+            return Err(RunError::Application(i, format!("unknown application {name:?} (known: ingest)")));
+        }
+        let path = dir.join(format!("ingest-{}.log", l.name));
+        let app = IngestApp::open(&path, 1 << 20).map_err(|e| RunError::Application(i, e.to_string()))?;
+        tracing::info!(listener = %l.name, file = %path.display(), "ingest application");
         apps.push(Some(Box::new(app)));
     }
     Ok(apps)
