@@ -9,7 +9,7 @@ use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
 use super::replicate::{FlowOpened, ReplicateError, Replicator};
 use super::timers::TimerQueue;
-use super::{offset_at, segment_error_name, seq_at, ProxyConfig};
+use super::{offset_at, resync_backlog, segment_error_name, seq_at, take_relayed, ProxyConfig};
 use crate::app::{Accepted, AppEvent, Application};
 use crate::balance::{BackendId, Pool, DEFAULT_TABLE_SIZE};
 use crate::flow::{ClientKey, FlowId, FlowTable, InsertError};
@@ -650,17 +650,9 @@ impl<P: Port> ClientCore<P> {
                 let id = FlowId::from_u64(client_flow);
                 match self.flows.get_mut(id) {
                     Some(f) => {
-                        let end = offset + chunk.len() as u64;
-                        if offset > f.s2c_next {
-                            self.stats.relay_gaps += 1;
-                        }
-                        // Bytes below s2c_next are ones the client already has (a takeover's overlap).
-                        let skip = usize::try_from(f.s2c_next.saturating_sub(offset)).unwrap_or(usize::MAX);
-                        if let Some(fresh) = chunk.get(skip..) {
-                            self.stats.bytes_to_clients += fresh.len() as u64;
-                            f.s2c_backlog.extend(fresh.iter());
-                            f.s2c_next = f.s2c_next.max(end);
-                        }
+                        let r = take_relayed(&mut f.s2c_backlog, &mut f.s2c_next, offset, &chunk);
+                        self.stats.relay_gaps += u64::from(r.gap);
+                        self.stats.bytes_to_clients += r.taken as u64;
                         self.mark(id);
                     }
                     None => self.stats.stale_messages += 1,
@@ -1140,16 +1132,4 @@ fn server_endpoints(server_half: &[u8]) -> (SocketAddrV4, SocketAddrV4) {
             SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
         ),
     }
-}
-
-/// After a resynchronization moved the client half's send edge to `to`, drops the waiting backend bytes
-/// below it (the client has them) and moves the expected offset past it.
-pub(crate) fn resync_backlog(backlog: &mut VecDeque<u8>, next: &mut u64, iss: u32, to: u32) {
-    let to_off = offset_at(iss.wrapping_add(1), to, *next);
-    let front = next.saturating_sub(backlog.len() as u64);
-    if to_off > front {
-        let n = usize::try_from(to_off - front).unwrap_or(usize::MAX).min(backlog.len());
-        backlog.drain(..n);
-    }
-    *next = (*next).max(to_off);
 }

@@ -30,6 +30,7 @@ use crate::balance::Algorithm;
 use crate::gate::AckPolicy;
 use crate::time::Duration;
 use crate::wire::{ChecksumMode, EthernetAddress};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// One listener: a port on the VIP and where its flows go.
@@ -111,6 +112,38 @@ pub(crate) fn segment_error_name(e: crate::tcp::SegmentError) -> &'static str {
     }
 }
 
+/// What [`take_relayed`] did with a chunk from the other core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Relayed {
+    /// Bytes appended to the backlog.
+    pub taken: usize,
+    /// The chunk started beyond the expected offset (a bug if it ever happens; counted).
+    pub gap: bool,
+}
+
+/// Appends a relayed chunk that starts at stream offset `offset` to a half's backlog, dropping the bytes
+/// below `next` (ones its peer already has: a takeover's overlap), and moves `next` past it.
+pub(crate) fn take_relayed(backlog: &mut VecDeque<u8>, next: &mut u64, offset: u64, chunk: &[u8]) -> Relayed {
+    let gap = offset > *next;
+    let skip = usize::try_from(next.saturating_sub(offset)).unwrap_or(usize::MAX);
+    let Some(fresh) = chunk.get(skip..) else { return Relayed { taken: 0, gap } };
+    backlog.extend(fresh.iter());
+    *next = (*next).max(offset + chunk.len() as u64);
+    Relayed { taken: fresh.len(), gap }
+}
+
+/// After a resynchronization moved a half's send edge to `to`, drops the waiting bytes below it (the
+/// peer has them) and moves the expected offset past it.
+pub(crate) fn resync_backlog(backlog: &mut VecDeque<u8>, next: &mut u64, iss: u32, to: u32) {
+    let to_off = offset_at(iss.wrapping_add(1), to, *next);
+    let front = next.saturating_sub(backlog.len() as u64);
+    if to_off > front {
+        let n = usize::try_from(to_off - front).unwrap_or(usize::MAX).min(backlog.len());
+        backlog.drain(..n);
+    }
+    *next = (*next).max(to_off);
+}
+
 /// Stream offset → sequence number, for a side whose first data byte is `start` (ISN + 1).
 #[inline]
 pub(crate) fn seq_at(start: u32, offset: u64) -> u32 {
@@ -129,6 +162,24 @@ pub(crate) fn offset_at(start: u32, seq: u32, near: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relayed_chunks_overlapping_what_the_peer_has_are_trimmed() {
+        let mut backlog = VecDeque::new();
+        let mut next = 10;
+        // Entirely below: nothing taken.
+        assert_eq!(take_relayed(&mut backlog, &mut next, 0, &[1; 5]), Relayed { taken: 0, gap: false });
+        // Straddling: only the part from 10 on.
+        assert_eq!(take_relayed(&mut backlog, &mut next, 8, &[2, 3, 4, 5]), Relayed { taken: 2, gap: false });
+        assert_eq!((next, backlog.iter().copied().collect::<Vec<_>>()), (12, vec![4, 5]));
+        // Beyond the expected offset: counted as a gap.
+        assert!(take_relayed(&mut backlog, &mut next, 20, &[6]).gap);
+        // A resync to offset 13 drops what waits below it.
+        let mut backlog: VecDeque<u8> = [7, 8, 9].into_iter().collect();
+        let mut next = 15; // backlog holds offsets 12..15
+        resync_backlog(&mut backlog, &mut next, 99, seq_at(100, 13));
+        assert_eq!((next, backlog.iter().copied().collect::<Vec<_>>()), (15, vec![8, 9]));
+    }
 
     #[test]
     fn offsets_survive_wraparound() {

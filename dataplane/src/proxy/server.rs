@@ -8,7 +8,7 @@
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
 use super::timers::TimerQueue;
-use super::{offset_at, segment_error_name, seq_at, ProxyConfig};
+use super::{offset_at, resync_backlog, segment_error_name, seq_at, take_relayed, ProxyConfig};
 use crate::balance::health::{HealthAction, HealthChecker, HealthEvent, Reply};
 use crate::flow::{FlowId, FlowTable, ServerKey, SnatPorts};
 use crate::gate::{AckGate, AckPolicy};
@@ -512,17 +512,9 @@ impl<P: Port> ServerCore<P> {
                 let id = FlowId::from_u64(server);
                 match self.flows.get_mut(id) {
                     Some(f) => {
-                        let end = offset + chunk.len() as u64;
-                        if offset > f.c2s_next {
-                            self.stats.relay_gaps += 1;
-                        }
-                        // Bytes below c2s_next are ones the backend already has (a takeover's overlap).
-                        let skip = usize::try_from(f.c2s_next.saturating_sub(offset)).unwrap_or(usize::MAX);
-                        if let Some(fresh) = chunk.get(skip..) {
-                            self.stats.bytes_to_backends += fresh.len() as u64;
-                            f.c2s_backlog.extend(fresh.iter());
-                            f.c2s_next = f.c2s_next.max(end);
-                        }
+                        let r = take_relayed(&mut f.c2s_backlog, &mut f.c2s_next, offset, &chunk);
+                        self.stats.relay_gaps += u64::from(r.gap);
+                        self.stats.bytes_to_backends += r.taken as u64;
                         self.mark(id);
                     }
                     None => self.stats.stale_messages += 1,
@@ -664,7 +656,7 @@ impl<P: Port> ServerCore<P> {
                 }
                 Event::Closed => over = true,
                 Event::SendResynced { to, .. } => {
-                    super::client::resync_backlog(&mut f.c2s_backlog, &mut f.c2s_next, conn.iss(), to)
+                    resync_backlog(&mut f.c2s_backlog, &mut f.c2s_next, conn.iss(), to)
                 }
                 Event::PeerClosed => {}
             }
