@@ -1,5 +1,6 @@
 //! The box assembled from its configuration: ports opened, the two protocol cores spawned on their pinned
-//! threads, and the process kept alive until it is told to stop.
+//! threads, the control socket served on threads of its own (`boxctl`), and the process kept alive until
+//! it is told to stop.
 //!
 //! What runs today: a primary without a standby, on AF_PACKET ports (or in-memory ports, for trying a
 //! config). Listeners with policy `replica`, a standby role, and the AF_XDP and DPDK backends are refused
@@ -13,6 +14,8 @@ use dataplane::buf::Pool;
 use dataplane::gate::AckPolicy;
 use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use dataplane::port::Port;
+use dataplane::proxy::control::control_channel;
+use dataplane::proxy::replicate::Replicator;
 use dataplane::proxy::{ClientCore, ListenerConfig, ProxyConfig, ServerCore};
 use dataplane::time::{Clock, Duration, MonotonicClock};
 use dataplane::wire::{ChecksumMode, EthernetAddress};
@@ -33,6 +36,56 @@ pub enum RunError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error("listeners[{0}].application: {1}")]
     Application(usize, String),
+    #[error("control.socket: {0}")]
+    Control(#[from] crate::ctl::ServerError),
+    #[error("control.metrics_listen: {0}")]
+    Metrics(std::io::Error),
+    #[error("statistics: {0}")]
+    Stats(#[from] crate::stats::StatsError),
+}
+
+/// The control socket (and the metrics listener, if configured) of a running box; stopped on drop.
+#[derive(Debug)]
+pub struct ControlThreads {
+    pub server: crate::ctl::ControlServer,
+    pub metrics: Option<crate::ctl::http::MetricsHttpServer>,
+}
+
+/// Starts serving the control socket from `cfg.control` with `handler`, on threads of its own.
+pub fn start_control(
+    cfg: &Config,
+    handler: Arc<crate::boxctl::BoxControl>,
+) -> Result<ControlThreads, RunError> {
+    let mut sc = crate::ctl::ServerConfig::new(cfg.control.socket.clone());
+    sc.group = cfg.control.group.clone();
+    let server = crate::ctl::ControlServer::start(sc, handler.clone())?;
+    let metrics = match cfg.control.metrics_listen {
+        Some(addr) => {
+            let h = handler.clone();
+            let render: crate::ctl::http::MetricsFn = Arc::new(move || {
+                h.metrics_text().unwrap_or_else(|e| format!("# holdfast: metrics unavailable: {e}\n"))
+            });
+            let m = crate::ctl::http::MetricsHttpServer::start(addr, render).map_err(RunError::Metrics)?;
+            tracing::info!(addr = %m.local_addr(), "metrics listener");
+            Some(m)
+        }
+        None => None,
+    };
+    tracing::info!(socket = %cfg.control.socket.display(), "control socket");
+    Ok(ControlThreads { server, metrics })
+}
+
+fn box_control(
+    cfg: &Config,
+    clock: MonotonicClock,
+    cores: [crossbeam_channel::Sender<dataplane::proxy::control::CoreRequest>; 2],
+    standby: Option<Arc<crate::boxctl::StandbyView>>,
+) -> Result<crate::boxctl::BoxControl, RunError> {
+    let mut b = crate::boxctl::BoxControl::new(cfg, clock, cores, standby)?;
+    if let Some(f) = crate::logging::level_control() {
+        b = b.with_log_control(f);
+    }
+    Ok(b)
 }
 
 /// The dataplane's view of a validated configuration.
@@ -191,12 +244,51 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
     let node = replication::node::StandbyNode::new(ch, det, Default::default(), 1, 1, repl, now)
         .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
     let mut standby = crate::pair::Standby::new(node, client, server, own_client_mac);
+    let (tx_a, port_a) = control_channel();
+    let (tx_b, port_b) = control_channel();
+    let mut ports = Some((port_a, port_b));
+    let view = Arc::new(crate::boxctl::StandbyView::default());
+    let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], Some(view.clone()))?);
+    let _control = start_control(cfg, ctl.clone())?;
     tracing::info!(box_name = %cfg.box_.name, "standby: watching the primary");
+    let mut published = clock.now();
     while !stop.load(Ordering::Acquire) {
         let now = clock.now();
         let (work, next, takeover) = standby.step(now, &pc);
         if let Some(t) = takeover {
             tracing::warn!(flows = t.flows, failed = t.failed_flows, "took over from a dead primary");
+            let took = clock.now().saturating_duration_since(now);
+            ctl.record_takeover(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+            match (&mut standby, ports.take()) {
+                (crate::pair::Standby::Active(cores), Some((a, b))) => {
+                    cores.a.attach_control(a);
+                    cores.b.attach_control(b);
+                }
+                (crate::pair::Standby::Failed(e), _) => {
+                    let e = e.clone();
+                    view.publish_now(|i| i.failed = Some(e));
+                }
+                _ => {}
+            }
+            view.publish_now(|i| {
+                i.took_over = Some(crate::boxctl::TakeoverInfo {
+                    epoch: 2,
+                    flows: t.flows as u64,
+                    failed_flows: t.failed_flows as u64,
+                    duration_ns: u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+                })
+            });
+        }
+        if now >= published + Duration::from_millis(100) {
+            published = now;
+            if let crate::pair::Standby::Watching { node, .. } = &standby {
+                let (heard, flows, errors) = (node.has_heard_primary(), node.flows(), node.apply_errors());
+                view.publish(|i| {
+                    i.heard_primary = heard;
+                    i.stored_flows = flows as u64;
+                    i.apply_errors = errors;
+                });
+            }
         }
         if !work {
             let nap = next.saturating_duration_since(clock.now()).min(std::time::Duration::from_micros(200));
@@ -220,46 +312,21 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
     if cfg.box_.role == config::Role::Standby {
         return run_standby(cfg, &pool, &stop);
     }
-    let mode = match cfg.cores.poll {
-        config::PollMode::Busy => PollMode::Busy,
-        config::PollMode::Adaptive => PollMode::default(),
-    };
-    let pin = |i: usize| cfg.cores.pin.get(i).copied();
-    let clock = MonotonicClock::new();
-    let (to_server, from_client) = crossbeam_channel::bounded(1 << 16);
-    let (to_client, from_server) = crossbeam_channel::bounded(1 << 16);
-    let apps = applications(cfg)?;
     match (cfg.ports.client.backend, cfg.ports.server.backend) {
         (PortBackend::AfPacket, PortBackend::AfPacket) => {
             let client = open_afpacket("client", &cfg.ports.client, &pool)?;
             let server = open_afpacket("server", &cfg.ports.server, &pool)?;
-            let mut pc = proxy_config(
-                cfg,
-                client.info().mac.unwrap_or([2, 0, 0, 0, 0, 1]),
-                server.info().mac.unwrap_or([2, 0, 0, 0, 0, 2]),
-            );
-            fit_mss(&mut pc.client_tcp, client.info().mtu);
-            fit_mss(&mut pc.server_tcp, server.info().mtu);
-            let pc = Arc::new(pc);
-            let mut a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
+            let clock = MonotonicClock::new();
+            let mut replicator: Option<Box<dyn Replicator>> = None;
             if let (Some(repl_pc), Some(_)) = (&cfg.ports.replication, &cfg.replication) {
                 // A standby is expected: every flow is replicated before its SYN-ACK.
                 let repl = open_afpacket("replication", repl_pc, &pool)?;
                 let ch = channel_config(cfg, 1, repl.info().mac.unwrap_or([2, 0, 0, 0, 1, 3]));
                 let link = replication::node::PrimaryLink::new(ch, 1, repl, clock.now())
                     .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
-                a.set_replicator(Box::new(link));
+                replicator = Some(Box::new(link));
             }
-            let b = ServerCore::new(pc, server, to_client, from_client, clock.now())?;
-            let ha = spawn_core(CoreSpec { name: "core-a".into(), pin: pin(0), mode }, clock, a)?;
-            let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;
-            tracing::info!(box_name = %cfg.box_.name, "serving");
-            while !stop.load(Ordering::Acquire) {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            let _ = ha.stop();
-            let _ = hb.stop();
-            Ok(())
+            run_primary(cfg, clock, client, server, replicator, &stop)
         }
         (c, s) => Err(RunError::Unsupported(format!(
             "ports: {}/{} — `holdfast run` opens afpacket ports for now (mem ports are for `holdfast demo`; \
@@ -268,6 +335,57 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             s.as_str()
         ))),
     }
+}
+
+/// Runs a primary on open ports until `stop` is set: its two cores on pinned threads, the control socket
+/// (and metrics listener) on threads of their own. Generic over the port backend, so a test can run the
+/// very same box on in-memory ports.
+pub fn run_primary<P: Port + Send + 'static>(
+    cfg: &Config,
+    clock: MonotonicClock,
+    client: P,
+    server: P,
+    replicator: Option<Box<dyn Replicator>>,
+    stop: &AtomicBool,
+) -> Result<(), RunError> {
+    let mode = match cfg.cores.poll {
+        config::PollMode::Busy => PollMode::Busy,
+        config::PollMode::Adaptive => PollMode::default(),
+    };
+    let pin = |i: usize| cfg.cores.pin.get(i).copied();
+    let (to_server, from_client) = crossbeam_channel::bounded(1 << 16);
+    let (to_client, from_server) = crossbeam_channel::bounded(1 << 16);
+    let apps = applications(cfg)?;
+    let mut pc = proxy_config(
+        cfg,
+        client.info().mac.unwrap_or([2, 0, 0, 0, 0, 1]),
+        server.info().mac.unwrap_or([2, 0, 0, 0, 0, 2]),
+    );
+    fit_mss(&mut pc.client_tcp, client.info().mtu);
+    fit_mss(&mut pc.server_tcp, server.info().mtu);
+    let pc = Arc::new(pc);
+    let mut a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
+    if let Some(r) = replicator {
+        a.set_replicator(r);
+    }
+    let mut b = ServerCore::new(pc, server, to_client, from_client, clock.now())?;
+    let (tx_a, port_a) = control_channel();
+    let (tx_b, port_b) = control_channel();
+    a.attach_control(port_a);
+    b.attach_control(port_b);
+    let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], None)?);
+    let control = start_control(cfg, ctl)?;
+    let ha = spawn_core(CoreSpec { name: "core-a".into(), pin: pin(0), mode }, clock, a)?;
+    let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;
+    tracing::info!(box_name = %cfg.box_.name, "serving");
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    control.server.shutdown();
+    drop(control.metrics);
+    let _ = ha.stop();
+    let _ = hb.stop();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 //! `holdfast` (daemon and demo) and `holdfastctl` (control client).
 
 pub mod apps;
+pub mod boxctl;
 pub mod boxrun;
 pub mod config;
 pub mod ctl;
+pub mod logging;
 pub mod pair;
 pub mod runtime;
 pub mod sim;

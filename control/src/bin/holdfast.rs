@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+            control::logging::init(control::logging::level_of(cfg.log.level));
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             match control::boxrun::run(&cfg, stop) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
+mod control;
+
 /// Counters of core A.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientStats {
@@ -152,6 +154,8 @@ pub struct ClientCore<P> {
     scratch: Vec<u8>,
     stats: ClientStats,
     started: bool,
+    /// The control thread's requests and the run-time overrides they made (see `proxy::control`).
+    ctl: super::control::CoreControl,
 }
 
 impl<P> std::fmt::Debug for ClientCore<P> {
@@ -228,6 +232,7 @@ impl<P: Port> ClientCore<P> {
             started: false,
             scratch,
             stats: ClientStats::default(),
+            ctl: super::control::CoreControl::new(cfg.listeners.len()),
             cfg,
         })
     }
@@ -385,6 +390,14 @@ impl<P: Port> ClientCore<P> {
             Ok(f) => f,
             Err(e) => {
                 self.io.stats.count_bad(e);
+                if let Some(suppressed) = self.ctl.bad_input_log.allow(now) {
+                    tracing::debug!(
+                        port = "client",
+                        error = e.as_str(),
+                        suppressed,
+                        "dropped a malformed frame"
+                    );
+                }
                 return;
             }
         };
@@ -502,7 +515,13 @@ impl<P: Port> ClientCore<P> {
             self.send_rst(now, mac, key, syn);
             return;
         };
-        let policy = listener.policy;
+        if !self.ctl.admits(li) {
+            // Draining: existing flows finish, new ones are refused at once (the client sees a RST).
+            self.ctl.count_refused(li);
+            self.send_rst(now, mac, key, syn);
+            return;
+        }
+        let policy = self.ctl.policy(li).unwrap_or(listener.policy);
         let backend = match self.pools.get(usize::from(li)).and_then(|p| p.as_ref()) {
             Some(pool) => match pool.pick(key.client, key.vip) {
                 Some(b) => pool.backend(b).map(|be| (b, be.addr)),
@@ -552,6 +571,7 @@ impl<P: Port> ClientCore<P> {
             }
         };
         self.stats.flows_opened += 1;
+        self.ctl.count_opened(li);
         match backend {
             Some((b, addr)) => {
                 if let Some(Some(pool)) = self.pools.get_mut(usize::from(li)) {
@@ -979,6 +999,9 @@ impl<P: Port> ClientCore<P> {
     /// Forgets a flow; with `abort`, resets the server half too.
     fn remove(&mut self, _now: Instant, id: FlowId, abort: bool) {
         let Some((_, f)) = self.flows.remove(id) else { return };
+        let (bytes_in, bytes_out) =
+            f.conn().map_or((0, 0), |c| (c.counters().bytes_in, c.counters().bytes_out));
+        self.ctl.count_closed(f.listener, bytes_in, bytes_out);
         if matches!(f.standby, Standby::Waiting | Standby::Confirmed) {
             if let Some(r) = self.replicator.as_mut() {
                 // A full channel loses only this forget: the standby then holds a dead flow until its
@@ -1033,6 +1056,7 @@ impl<P: Port> Steppable for ClientCore<P> {
         let rx = self.io.recv_burst(now);
         work += rx.len();
         for buf in &rx {
+            self.ctl.tap(now, buf.data());
             self.handle_frame(now, buf.data());
         }
         self.io.recycle(rx);
@@ -1046,6 +1070,7 @@ impl<P: Port> Steppable for ClientCore<P> {
                 Err(_) => break,
             }
         }
+        work += self.serve_control(now);
 
         if self.apps.iter().any(Option::is_some) {
             self.handle_app_events();

@@ -15,6 +15,7 @@
 //! once (a plain proxy, the baseline).
 
 mod client;
+pub mod control;
 pub mod msg;
 mod netio;
 pub mod replicate;

@@ -28,6 +28,8 @@ use std::sync::Arc;
 
 use super::client::CoreError;
 
+mod control;
+
 /// Counters of core B.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStats {
@@ -110,6 +112,8 @@ pub struct ServerCore<P> {
     scratch: Vec<u8>,
     stats: ServerStats,
     started: bool,
+    /// The control thread's requests (see `proxy::control`).
+    ctl: super::control::CoreControl,
 }
 
 impl<P> std::fmt::Debug for ServerCore<P> {
@@ -161,6 +165,7 @@ impl<P: Port> ServerCore<P> {
             arp_waiting: Vec::new(),
             scratch,
             stats: ServerStats::default(),
+            ctl: super::control::CoreControl::new(0),
             started: false,
             cfg,
         })
@@ -320,6 +325,14 @@ impl<P: Port> ServerCore<P> {
             Ok(f) => f,
             Err(e) => {
                 self.io.stats.count_bad(e);
+                if let Some(suppressed) = self.ctl.bad_input_log.allow(now) {
+                    tracing::debug!(
+                        port = "server",
+                        error = e.as_str(),
+                        suppressed,
+                        "dropped a malformed frame"
+                    );
+                }
                 return;
             }
         };
@@ -876,6 +889,7 @@ impl<P: Port> Steppable for ServerCore<P> {
         let rx = self.io.recv_burst(now);
         work += rx.len();
         for buf in &rx {
+            self.ctl.tap(now, buf.data());
             self.handle_frame(now, buf.data());
         }
         self.io.recycle(rx);
@@ -889,6 +903,7 @@ impl<P: Port> Steppable for ServerCore<P> {
                 Err(_) => break,
             }
         }
+        work += self.serve_control(now);
 
         while let Some((slot, generation, at)) = self.timers.pop_due(now) {
             let id = FlowId::from_u64((u64::from(generation) << 32) | u64::from(slot));

@@ -1,0 +1,230 @@
+//! Core A's side of the control port: answering the control thread's requests between bursts (see
+//! `proxy::control`). A child of `client` so that it reads the flow table directly, on the core's own
+//! thread, with no copy kept up to date for it.
+
+use super::{ClientCore, ClientFlow, Standby};
+use crate::balance::Pool;
+use crate::flow::FlowId;
+use crate::gate::AckPolicy;
+use crate::port::Port;
+use crate::proxy::control::{
+    Answer, BackendOp, ClientSnapshot, Command, ControlError, ControlPort, EngineState, FlowDetail,
+    FlowFilter, FlowPhase, FlowSummary, ListenerSnapshot,
+};
+use crate::time::Instant;
+use std::net::SocketAddrV4;
+
+impl<P: Port> ClientCore<P> {
+    /// Attaches the control thread's channel; from the next step on, the core answers its requests.
+    pub fn attach_control(&mut self, port: ControlPort) {
+        self.ctl.attach(port);
+    }
+
+    /// Answers the requests waiting (a few per step at most). Returns how many were answered.
+    pub(super) fn serve_control(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(req) = self.ctl.next_request(n) {
+            n += 1;
+            let answer = match &req.command {
+                Command::Snapshot => Answer::Client(Box::new(self.control_snapshot(now))),
+                Command::Flows { filter, limit } => Answer::Flows(self.control_flows(filter, *limit)),
+                Command::Flow { id } => Answer::Flow(self.control_flow(*id).map(Box::new)),
+                Command::SetPolicy { listener, policy } => {
+                    Answer::Done(self.control_set_policy(*listener, *policy))
+                }
+                Command::Backend { listener, op, addr, weight } => {
+                    Answer::Done(self.control_backend(*listener, *op, *addr, *weight))
+                }
+                Command::Drain { listener } => Answer::Done(self.ctl.drain(*listener)),
+                Command::Capture { count, snaplen, sink } => {
+                    Answer::Done(self.ctl.start_capture(*count, *snaplen, sink.clone()))
+                }
+            };
+            req.answer(answer);
+        }
+        n
+    }
+
+    fn control_snapshot(&self, now: Instant) -> ClientSnapshot {
+        let mut listeners: Vec<ListenerSnapshot> = self
+            .cfg
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let li = u16::try_from(i).unwrap_or(u16::MAX);
+                ListenerSnapshot {
+                    policy: self.ctl.policy(li).unwrap_or(l.policy),
+                    draining: self.ctl.draining(li),
+                    active_flows: 0,
+                    withheld_bytes: 0,
+                    counters: self.ctl.counters.get(i).copied().unwrap_or_default(),
+                    backends: self
+                        .pools
+                        .get(i)
+                        .and_then(Option::as_ref)
+                        .map(|p| p.backends().to_vec())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        // One pass over the table: O(flows) on the core, once per `stats` request.
+        for (_, _, f) in self.flows.iter() {
+            if let Some(l) = listeners.get_mut(usize::from(f.listener)) {
+                l.active_flows += 1;
+                l.withheld_bytes += withheld(f);
+                if let Some(c) = f.conn() {
+                    l.counters.bytes_from_clients =
+                        l.counters.bytes_from_clients.wrapping_add(c.counters().bytes_in);
+                    l.counters.bytes_to_clients =
+                        l.counters.bytes_to_clients.wrapping_add(c.counters().bytes_out);
+                }
+            }
+        }
+        ClientSnapshot {
+            at: now,
+            stats: self.stats.clone(),
+            io: self.io.stats.clone(),
+            port: self.io.port.stats(),
+            flows: self.flows.len(),
+            listeners,
+            standby_attached: self.replicator.as_ref().map(|r| r.standby_attached()),
+            draining_all: self.ctl.draining_all(),
+            capture: self.ctl.capture_status(),
+        }
+    }
+
+    fn summary(&self, id: FlowId, client: SocketAddrV4, vip: SocketAddrV4, f: &ClientFlow) -> FlowSummary {
+        let backend = f.backend.and_then(|b| {
+            self.pools.get(usize::from(f.listener)).and_then(Option::as_ref).and_then(|p| p.backend(b))
+        });
+        let state = f.conn().map(|c| c.state());
+        FlowSummary {
+            id: id.to_u64(),
+            listener: f.listener,
+            client,
+            vip,
+            backend: backend.map(|b| b.addr),
+            policy: f.policy,
+            phase: FlowPhase::of(state),
+            state,
+            withheld_bytes: withheld(f),
+            bytes_from_client: f.conn().map_or(0, |c| c.counters().bytes_in),
+            bytes_to_client: f.conn().map_or(0, |c| c.counters().bytes_out),
+        }
+    }
+
+    fn control_flows(&self, filter: &FlowFilter, limit: usize) -> Vec<FlowSummary> {
+        let mut out = Vec::new();
+        for (id, key, f) in self.flows.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            let s = self.summary(id, key.client, key.vip, f);
+            let mut peers = vec![s.client];
+            peers.extend(s.backend);
+            if filter.matches(s.listener, s.phase, &peers) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    fn control_flow(&self, id: u64) -> Option<FlowDetail> {
+        let id = FlowId::from_u64(id);
+        let f = self.flows.get(id)?;
+        let key = self.flows.key(id)?;
+        let engine = f.conn().map(|c| EngineState {
+            state: c.state(),
+            iss: c.iss(),
+            irs: c.irs(),
+            snd_una: c.snd_una(),
+            snd_max: c.snd_max(),
+            snd_wnd: c.snd_wnd(),
+            rcv_nxt: c.rcv_nxt(),
+            ack_sent: c.ack_sent(),
+            ack_limit: c.ack_limit(),
+            recv_available: c.recv_available(),
+            send_queue: c.send_queue_len(),
+            counters: *c.counters(),
+        });
+        Some(FlowDetail {
+            summary: self.summary(id, key.client, key.vip, f),
+            engine,
+            server_flow: f.server,
+            c2s_sent: f.c2s_sent,
+            c2s_done: f.c2s_done,
+            fin_forwarded: f.fin_forwarded,
+            s2c_backlog: f.s2c_backlog.len(),
+            s2c_next: f.s2c_next,
+            s2c_acked_told: f.s2c_acked_told,
+            s2c_fin: f.s2c_fin,
+            standby: match f.standby {
+                Standby::NotReplicated => "not_replicated",
+                Standby::ToOffer => "to_offer",
+                Standby::Waiting => "waiting",
+                Standby::Confirmed => "confirmed",
+            },
+        })
+    }
+
+    fn control_set_policy(&mut self, listener: u16, policy: AckPolicy) -> Result<(), ControlError> {
+        let current = self.cfg.listeners.get(usize::from(listener)).ok_or(ControlError::NoSuchListener)?;
+        // A listener's pool or application is built at start for its policy: only the two policies
+        // that share a pool can trade places while the box runs.
+        match (current.policy, policy) {
+            (AckPolicy::App, p) if p != AckPolicy::App => Err(ControlError::Policy(
+                p,
+                "this listener is served by an application, which has no backends to relay to",
+            )),
+            (_, AckPolicy::App) => Err(ControlError::Policy(
+                policy,
+                "an application is attached to a listener at start (config: listeners.application)",
+            )),
+            (_, AckPolicy::Replica) => Err(ControlError::Policy(
+                policy,
+                "replica needs data deltas to the standby, which the cores do not send yet",
+            )),
+            _ => self.ctl.set_policy(listener, policy),
+        }
+    }
+
+    fn control_backend(
+        &mut self,
+        listener: u16,
+        op: BackendOp,
+        addr: SocketAddrV4,
+        weight: Option<u32>,
+    ) -> Result<(), ControlError> {
+        let pool: &mut Pool = match self.pools.get_mut(usize::from(listener)) {
+            None => return Err(ControlError::NoSuchListener),
+            Some(None) => return Err(ControlError::NoPool),
+            Some(Some(p)) => p,
+        };
+        let found = pool.find(addr);
+        let err = ControlError::Pool;
+        match (op, found) {
+            (BackendOp::Add, None) => pool.add_backend(addr, weight.unwrap_or(1)).map(|_| ()).map_err(err),
+            // Back into service: a removed backend gets a weight again, a drained one new flows.
+            (BackendOp::Add, Some(id)) => {
+                let was = pool.backend(id).map_or(1, |b| b.weight);
+                let w = weight.unwrap_or(if was == 0 { 1 } else { was });
+                pool.set_weight(id, w).map_err(err)?;
+                pool.set_draining(id, false).map(|_| ()).map_err(err)
+            }
+            // Backend ids are indices that core B's health checks also use: a removed backend keeps its
+            // slot with weight zero (no new flows, ever, until added again); its flows finish.
+            (BackendOp::Remove, Some(id)) => {
+                pool.set_draining(id, true).map_err(err)?;
+                pool.set_weight(id, 0).map(|_| ()).map_err(err)
+            }
+            (BackendOp::Drain, Some(id)) => pool.set_draining(id, true).map(|_| ()).map_err(err),
+            (BackendOp::Remove | BackendOp::Drain, None) => Err(ControlError::NoSuchBackend),
+        }
+    }
+}
+
+/// Bytes received from the client and not yet acknowledged to it.
+fn withheld(f: &ClientFlow) -> u64 {
+    f.conn().map_or(0, |c| u64::from(c.rcv_nxt().wrapping_sub(c.ack_sent())).min(u64::from(u32::MAX >> 1)))
+}

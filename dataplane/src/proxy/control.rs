@@ -1,0 +1,534 @@
+//! The protocol cores' control port: how the control thread asks a pinned core for its counters and its
+//! flows, or for a change (the ack policy of new flows, backends, drain, packet capture), without a lock and
+//! without ever making the core wait.
+//!
+//! Each core owns a [`CoreControl`]. When the box attaches a [`ControlPort`] (the receiving end of a small
+//! bounded channel, made by [`control_channel`]), the core drains it with `try_recv` once per step, at most
+//! [`COMMANDS_PER_STEP`] requests, so a flood of requests costs any one step a bounded amount of work. Every
+//! [`CoreRequest`] carries its own reply channel of capacity one; the core answers with `try_send`, which
+//! never blocks (an asker that gave up is simply not answered). The asker waits off the core, with a timeout.
+//!
+//! Packet capture copies the first `snaplen` bytes of each received frame into a bounded channel that a
+//! writer thread of the box empties into a pcap file: the core never touches a file, and when the writer
+//! falls behind, frames are counted as dropped rather than waited for.
+//!
+//! [`LogLimiter`] keeps hot-path logging (a flood of malformed frames) to a few lines a second, each
+//! reporting how many were suppressed since the last.
+
+use super::{ClientStats, IoStats, ServerStats};
+use crate::balance::{Backend, PoolError};
+use crate::gate::AckPolicy;
+use crate::port::PortStats;
+use crate::tcp::{Counters, State};
+use crate::time::{Duration, Instant};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Requests a core takes per step at most; more wait for the next step.
+pub const COMMANDS_PER_STEP: usize = 4;
+/// Requests queued toward one core at most; a full queue makes the asker fail fast, never the core wait.
+pub const REQUEST_QUEUE: usize = 64;
+/// Captured frames queued toward the writer at most; beyond this they are counted as dropped.
+pub const CAPTURE_QUEUE: usize = 4096;
+
+/// Coarse phase of a flow, as `flows` filters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowPhase {
+    /// Waiting for the backend or the handshake.
+    Opening,
+    Established,
+    /// A FIN or RST went either way.
+    Closing,
+}
+
+impl FlowPhase {
+    pub fn of(state: Option<State>) -> FlowPhase {
+        match state {
+            None | Some(State::SynSent | State::SynReceived) => FlowPhase::Opening,
+            Some(State::Established) => FlowPhase::Established,
+            Some(_) => FlowPhase::Closing,
+        }
+    }
+}
+
+/// Which flows `flows` lists; every set field must match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    pub listener: Option<u16>,
+    pub phase: Option<FlowPhase>,
+    /// Either peer (client or backend): an address, and a port if given.
+    pub peer: Option<(Ipv4Addr, Option<u16>)>,
+}
+
+impl FlowFilter {
+    pub fn matches(&self, listener: u16, phase: FlowPhase, peers: &[SocketAddrV4]) -> bool {
+        self.listener.is_none_or(|l| l == listener)
+            && self.phase.is_none_or(|p| p == phase)
+            && self.peer.is_none_or(|(ip, port)| {
+                peers.iter().any(|a| *a.ip() == ip && port.is_none_or(|p| p == a.port()))
+            })
+    }
+}
+
+/// What to do with a backend of a listener's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendOp {
+    /// Into the pool (or back into it after a remove or a drain).
+    Add,
+    /// Out of the pool for new flows, for good (its weight goes to zero); existing flows finish.
+    Remove,
+    /// No new flows; existing flows finish.
+    Drain,
+}
+
+/// One frame a capture took, cut to the capture's snap length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedFrame {
+    /// When the core received it, on the box's clock.
+    pub at: Instant,
+    /// The frame's full length on the wire.
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+}
+
+/// What the control thread asks of a core.
+#[derive(Debug)]
+pub enum Command {
+    /// Counters and gauges ([`Answer::Client`] from core A, [`Answer::Server`] from core B).
+    Snapshot,
+    /// Up to `limit` flows that pass the filter (core A).
+    Flows { filter: FlowFilter, limit: usize },
+    /// One flow's full state, by the id `Flows` shows (core A).
+    Flow { id: u64 },
+    /// The ack policy of the listener's new flows from now on (core A); flows already open keep theirs.
+    SetPolicy { listener: u16, policy: AckPolicy },
+    /// A change to a listener's pool of backends (core A).
+    Backend { listener: u16, op: BackendOp, addr: SocketAddrV4, weight: Option<u32> },
+    /// Refuse new flows (one listener, or all when `None`) and let open ones finish (core A).
+    Drain { listener: Option<u16> },
+    /// Copy the next `count` received frames, cut to `snaplen` bytes, into `sink`.
+    Capture { count: u32, snaplen: u32, sink: Sender<CapturedFrame> },
+}
+
+/// A core's answer.
+#[derive(Debug)]
+pub enum Answer {
+    Client(Box<ClientSnapshot>),
+    Server(Box<ServerSnapshot>),
+    Flows(Vec<FlowSummary>),
+    Flow(Option<Box<FlowDetail>>),
+    Done(Result<(), ControlError>),
+}
+
+/// Why a core refused a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no listener with that index on this box")]
+    NoSuchListener,
+    #[error("this core does not serve that command")]
+    WrongCore,
+    #[error("policy {0} is not available at run time: {1}")]
+    Policy(AckPolicy, &'static str),
+    #[error("the listener is served by an application and has no backends")]
+    NoPool,
+    #[error("backend pool: {0}")]
+    Pool(PoolError),
+    #[error("that backend is not in the listener's pool")]
+    NoSuchBackend,
+    #[error("a capture is already running on this port")]
+    CaptureBusy,
+}
+
+/// Per-listener counters that the control port keeps for core A.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerCounters {
+    pub flows_opened: u64,
+    pub flows_closed: u64,
+    /// SYNs refused because the listener (or the box) is draining.
+    pub refused_draining: u64,
+    /// Payload bytes of closed flows (open flows are added at snapshot time).
+    pub bytes_from_clients: u64,
+    pub bytes_to_clients: u64,
+}
+
+/// One listener as core A sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSnapshot {
+    /// The policy its new flows get.
+    pub policy: AckPolicy,
+    pub draining: bool,
+    pub active_flows: u64,
+    /// Bytes received from clients and not yet acknowledged to them.
+    pub withheld_bytes: u64,
+    pub counters: ListenerCounters,
+    /// The pool (empty for an application listener).
+    pub backends: Vec<Backend>,
+}
+
+/// A capture's progress on one core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureStatus {
+    pub active: bool,
+    /// Frames handed to the writer, over all captures.
+    pub taken: u64,
+    /// Frames a full writer queue lost, over all captures.
+    pub dropped: u64,
+}
+
+/// Core A's counters and gauges at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSnapshot {
+    pub at: Instant,
+    pub stats: ClientStats,
+    pub io: IoStats,
+    pub port: PortStats,
+    pub flows: usize,
+    pub listeners: Vec<ListenerSnapshot>,
+    /// `None` without replication; else whether a standby is attached and keeping up.
+    pub standby_attached: Option<bool>,
+    pub draining_all: bool,
+    pub capture: CaptureStatus,
+}
+
+/// Core B's counters and gauges at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSnapshot {
+    pub at: Instant,
+    pub stats: ServerStats,
+    pub io: IoStats,
+    pub port: PortStats,
+    pub flows: usize,
+    pub capture: CaptureStatus,
+}
+
+/// One line of `flows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSummary {
+    pub id: u64,
+    pub listener: u16,
+    pub client: SocketAddrV4,
+    pub vip: SocketAddrV4,
+    pub backend: Option<SocketAddrV4>,
+    pub policy: AckPolicy,
+    pub phase: FlowPhase,
+    /// The client half's TCP state (`None` while the backend is being connected).
+    pub state: Option<State>,
+    pub withheld_bytes: u64,
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+}
+
+/// The client half's engine, as `flow` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineState {
+    pub state: State,
+    pub iss: u32,
+    pub irs: u32,
+    pub snd_una: u32,
+    pub snd_max: u32,
+    pub snd_wnd: u32,
+    pub rcv_nxt: u32,
+    pub ack_sent: u32,
+    pub ack_limit: Option<u32>,
+    pub recv_available: usize,
+    pub send_queue: usize,
+    pub counters: Counters,
+}
+
+/// One flow's full state on core A: the client half, the relay and where the standby stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowDetail {
+    pub summary: FlowSummary,
+    pub engine: Option<EngineState>,
+    /// Core B's id of the server half.
+    pub server_flow: Option<u64>,
+    pub c2s_sent: u64,
+    pub c2s_done: u64,
+    pub fin_forwarded: bool,
+    pub s2c_backlog: usize,
+    pub s2c_next: u64,
+    pub s2c_acked_told: u64,
+    pub s2c_fin: bool,
+    /// `not_replicated`, `to_offer`, `waiting` or `confirmed`.
+    pub standby: &'static str,
+}
+
+/// One request to a core with the channel its answer goes back on.
+#[derive(Debug)]
+pub struct CoreRequest {
+    pub command: Command,
+    reply: Sender<Answer>,
+}
+
+impl CoreRequest {
+    /// A request and the receiver its answer arrives on.
+    pub fn new(command: Command) -> (CoreRequest, Receiver<Answer>) {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        (CoreRequest { command, reply }, rx)
+    }
+
+    /// Sends the answer without ever blocking: an asker that stopped waiting is not answered.
+    pub fn answer(self, answer: Answer) {
+        let _ = self.reply.try_send(answer);
+    }
+}
+
+/// The core's end of the control channel.
+#[derive(Debug)]
+pub struct ControlPort {
+    rx: Receiver<CoreRequest>,
+}
+
+/// A control channel: the sender for the control thread, the port to attach to a core.
+pub fn control_channel() -> (Sender<CoreRequest>, ControlPort) {
+    let (tx, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
+    (tx, ControlPort { rx })
+}
+
+#[derive(Debug)]
+struct Capture {
+    remaining: u32,
+    snaplen: usize,
+    sink: Sender<CapturedFrame>,
+}
+
+/// Keeps a log line on a hot path to at most `per_second` a second; the first line after a quiet spell
+/// says how many were left out.
+#[derive(Debug, Clone)]
+pub struct LogLimiter {
+    per_second: u32,
+    window: Instant,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub fn new(per_second: u32) -> LogLimiter {
+        LogLimiter { per_second, window: Instant::ZERO, in_window: 0, suppressed: 0 }
+    }
+
+    /// `Some(lines suppressed since the last one logged)` when this line may be logged, else `None`.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        if now >= self.window + Duration::from_secs(1) {
+            self.window = now;
+            self.in_window = 0;
+        }
+        if self.in_window < self.per_second {
+            self.in_window += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            None
+        }
+    }
+}
+
+/// Lines a second that a core logs about bad input at most.
+pub const BAD_INPUT_LOG_RATE: u32 = 5;
+
+/// A core's control state: the attached port (if any), run-time overrides, and counters only the control
+/// plane reads. Every method the fast path calls is a branch on data the core owns.
+#[derive(Debug)]
+pub struct CoreControl {
+    port: Option<ControlPort>,
+    policies: Vec<Option<AckPolicy>>,
+    draining: Vec<bool>,
+    drain_all: bool,
+    pub(crate) counters: Vec<ListenerCounters>,
+    capture: Option<Capture>,
+    capture_taken: u64,
+    capture_dropped: u64,
+    pub(crate) bad_input_log: LogLimiter,
+}
+
+impl CoreControl {
+    pub fn new(listeners: usize) -> CoreControl {
+        CoreControl {
+            port: None,
+            policies: vec![None; listeners],
+            draining: vec![false; listeners],
+            drain_all: false,
+            counters: vec![ListenerCounters::default(); listeners],
+            capture: None,
+            capture_taken: 0,
+            capture_dropped: 0,
+            bad_input_log: LogLimiter::new(BAD_INPUT_LOG_RATE),
+        }
+    }
+
+    pub fn attach(&mut self, port: ControlPort) {
+        self.port = Some(port);
+    }
+
+    /// The next request, if one waits and this step has room for it (`taken` so far this step).
+    pub(crate) fn next_request(&mut self, taken: usize) -> Option<CoreRequest> {
+        if taken >= COMMANDS_PER_STEP {
+            return None;
+        }
+        self.port.as_ref()?.rx.try_recv().ok()
+    }
+
+    /// Whether a new flow on `listener` is admitted (not draining).
+    #[inline]
+    pub fn admits(&self, listener: u16) -> bool {
+        !self.drain_all && !self.draining.get(usize::from(listener)).copied().unwrap_or(false)
+    }
+
+    /// The policy the listener's new flows get, if changed at run time.
+    #[inline]
+    pub fn policy(&self, listener: u16) -> Option<AckPolicy> {
+        self.policies.get(usize::from(listener)).copied().flatten()
+    }
+
+    #[inline]
+    pub fn count_refused(&mut self, listener: u16) {
+        if let Some(c) = self.counters.get_mut(usize::from(listener)) {
+            c.refused_draining += 1;
+        }
+    }
+
+    #[inline]
+    pub fn count_opened(&mut self, listener: u16) {
+        if let Some(c) = self.counters.get_mut(usize::from(listener)) {
+            c.flows_opened += 1;
+        }
+    }
+
+    #[inline]
+    pub fn count_closed(&mut self, listener: u16, from_client: u64, to_client: u64) {
+        if let Some(c) = self.counters.get_mut(usize::from(listener)) {
+            c.flows_closed += 1;
+            c.bytes_from_clients = c.bytes_from_clients.wrapping_add(from_client);
+            c.bytes_to_clients = c.bytes_to_clients.wrapping_add(to_client);
+        }
+    }
+
+    /// Hands a received frame to a running capture.
+    #[inline]
+    pub fn tap(&mut self, now: Instant, frame: &[u8]) {
+        let Some(cap) = self.capture.as_mut() else { return };
+        let data = frame.get(..cap.snaplen.min(frame.len())).unwrap_or(frame).to_vec();
+        let orig_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let done = match cap.sink.try_send(CapturedFrame { at: now, orig_len, data }) {
+            Ok(()) => {
+                self.capture_taken += 1;
+                cap.remaining = cap.remaining.saturating_sub(1);
+                cap.remaining == 0
+            }
+            Err(TrySendError::Full(_)) => {
+                self.capture_dropped += 1;
+                false
+            }
+            // The writer is gone (its file failed, or the box stops): the capture ends.
+            Err(TrySendError::Disconnected(_)) => true,
+        };
+        if done {
+            // Dropping the sender tells the writer the capture is complete.
+            self.capture = None;
+        }
+    }
+
+    pub(crate) fn start_capture(
+        &mut self,
+        count: u32,
+        snaplen: u32,
+        sink: Sender<CapturedFrame>,
+    ) -> Result<(), ControlError> {
+        if self.capture.is_some() {
+            return Err(ControlError::CaptureBusy);
+        }
+        if count > 0 {
+            let snaplen = usize::try_from(snaplen).unwrap_or(usize::MAX).max(1);
+            self.capture = Some(Capture { remaining: count, snaplen, sink });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn capture_status(&self) -> CaptureStatus {
+        CaptureStatus {
+            active: self.capture.is_some(),
+            taken: self.capture_taken,
+            dropped: self.capture_dropped,
+        }
+    }
+
+    pub(crate) fn set_policy(&mut self, listener: u16, policy: AckPolicy) -> Result<(), ControlError> {
+        let slot = self.policies.get_mut(usize::from(listener)).ok_or(ControlError::NoSuchListener)?;
+        *slot = Some(policy);
+        Ok(())
+    }
+
+    pub(crate) fn drain(&mut self, listener: Option<u16>) -> Result<(), ControlError> {
+        match listener {
+            None => self.drain_all = true,
+            Some(l) => {
+                *self.draining.get_mut(usize::from(l)).ok_or(ControlError::NoSuchListener)? = true;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn draining(&self, listener: u16) -> bool {
+        !self.admits(listener)
+    }
+
+    pub(crate) fn draining_all(&self) -> bool {
+        self.drain_all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_limiter_lets_a_few_lines_a_second_through_and_counts_the_rest() {
+        let mut l = LogLimiter::new(3);
+        let t0 = Instant::from_millis(10);
+        let got: Vec<Option<u64>> = (0..10).map(|i| l.allow(t0 + Duration::from_millis(i))).collect();
+        assert_eq!(got[..3], [Some(0), Some(0), Some(0)]);
+        assert!(got[3..].iter().all(Option::is_none));
+        // A second later the first line reports the seven left out.
+        assert_eq!(l.allow(t0 + Duration::from_millis(1001)), Some(7));
+        assert_eq!(l.allow(t0 + Duration::from_millis(1002)), Some(0));
+    }
+
+    #[test]
+    fn a_capture_takes_count_frames_cut_to_snaplen_then_ends() {
+        let mut c = CoreControl::new(1);
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        c.start_capture(3, 4, tx.clone()).unwrap();
+        assert_eq!(c.start_capture(1, 4, tx), Err(ControlError::CaptureBusy));
+        let now = Instant::from_millis(5);
+        c.tap(now, &[1, 2, 3, 4, 5, 6]);
+        c.tap(now, &[7, 8]);
+        // The writer is behind: this one is dropped and counted, not waited for.
+        c.tap(now, &[9; 10]);
+        assert_eq!(c.capture_status(), CaptureStatus { active: true, taken: 2, dropped: 1 });
+        let first = rx.recv().unwrap();
+        assert_eq!((first.orig_len, first.data), (6, vec![1, 2, 3, 4]));
+        assert_eq!(rx.recv().unwrap().data, vec![7, 8]);
+        c.tap(now, &[10; 3]);
+        assert!(!c.capture_status().active, "three frames taken: the capture is over");
+        assert_eq!(rx.recv().unwrap().data, vec![10; 3]);
+        assert!(rx.recv().is_err(), "the sender is dropped when the capture ends");
+    }
+
+    #[test]
+    fn drain_and_policy_overrides_apply_per_listener() {
+        let mut c = CoreControl::new(2);
+        assert!(c.admits(0) && c.admits(1));
+        c.drain(Some(1)).unwrap();
+        assert!(c.admits(0) && !c.admits(1));
+        assert_eq!(c.drain(Some(2)), Err(ControlError::NoSuchListener));
+        c.set_policy(0, AckPolicy::None).unwrap();
+        assert_eq!((c.policy(0), c.policy(1)), (Some(AckPolicy::None), None));
+        c.drain(None).unwrap();
+        assert!(!c.admits(0) && c.draining_all());
+        let f = FlowFilter { listener: Some(0), phase: None, peer: Some((Ipv4Addr::new(1, 2, 3, 4), None)) };
+        let a = SocketAddrV4::new(Ipv4Addr::new(1, 2, 3, 4), 80);
+        assert!(f.matches(0, FlowPhase::Established, &[a]));
+        assert!(!f.matches(1, FlowPhase::Established, &[a]));
+        assert!(!f.matches(0, FlowPhase::Opening, &[SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80)]));
+    }
+}
