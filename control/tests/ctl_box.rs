@@ -1,0 +1,539 @@
+//! The control socket of a real box, end to end: `boxrun::run_primary` runs a primary (its two protocol
+//! cores on their own threads, the control socket and the metrics listener on theirs) on in-memory ports,
+//! smoltcp clients stream through it to a smoltcp backend, and the test drives `status`, `stats`, `flows`,
+//! `flow`, `set`, `drain`, `capture` and `metrics` through the socket, with the client library, with
+//! `holdfastctl`, and over HTTP. No root needed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use control::boxrun::run_primary;
+use control::config::Config;
+use control::ctl::protocol::{
+    AckPolicy, BackendAction, CaptureArgs, DrainArgs, FlowArgs, FlowsArgs, LogLevel, NoArgs, PortName, Reply,
+    Request, SetArgs,
+};
+use control::ctl::{Client, ErrorCode};
+use control::sim::smol::{BackendHost, ClientHost, Outcome, SmolHost};
+use dataplane::buf::Pool;
+use dataplane::port::mem::{self, FaultConfig, MemConfig, MemPort};
+use dataplane::time::{Clock, MonotonicClock};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const PORT: u16 = 5001;
+/// Long enough that the streams are still running when the test ends.
+const ENDLESS: u64 = 1 << 40;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("hf-ctlbox-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn config(sock: &Path, metrics_port: u16) -> Config {
+    Config::from_toml_str(&format!(
+        r#"
+[box]
+name = "ctl-e2e"
+
+[ports.client]
+backend = "mem"
+
+[ports.server]
+backend = "mem"
+
+[addresses]
+vip = "{VIP}"
+snat = "198.18.2.1"
+client_subnet = "198.18.1.0/24"
+server_subnet = "198.18.2.0/24"
+
+[[listeners]]
+name = "echo"
+port = {PORT}
+backends = ["{BACKEND}:{PORT}"]
+
+[[listeners]]
+name = "spare"
+port = 5002
+backends = ["{BACKEND}:5002"]
+
+[control]
+socket = "{}"
+metrics_listen = "127.0.0.1:{metrics_port}"
+"#,
+        sock.display()
+    ))
+    .unwrap()
+}
+
+/// What the peers' thread reports: each connection's outcome and whether it ever connected.
+#[derive(Debug, Default, Clone)]
+struct PeerView {
+    conns: Vec<(u32, Outcome, bool)>,
+    echoed: u64,
+}
+
+/// The box on its threads, the peers on one more, and the socket.
+struct Rig {
+    _dir: Scratch,
+    sock: PathBuf,
+    dir: PathBuf,
+    metrics_port: u16,
+    stop_box: Arc<AtomicBool>,
+    stop_peers: Arc<AtomicBool>,
+    box_thread: Option<JoinHandle<Result<(), String>>>,
+    peer_thread: Option<JoinHandle<()>>,
+    connect: crossbeam_channel::Sender<(u16, u32)>,
+    peers: Arc<Mutex<PeerView>>,
+}
+
+impl Rig {
+    fn start(tag: &str) -> Rig {
+        let scratch = Scratch::new(tag);
+        let dir = scratch.0.clone();
+        let sock = dir.join("c.sock");
+        let metrics_port = free_tcp_port();
+        let cfg = config(&sock, metrics_port);
+        let pool = Pool::new(1 << 13, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).unwrap();
+        // A rate on every link keeps the streams (and the CPU they take) modest.
+        let faults = FaultConfig { rate_bps: Some(50_000_000), ..FaultConfig::NONE };
+        let (mut client_lan, _c) = mem::switch(&pool, &MemConfig::new("client-lan", 1), 2);
+        let (mut server_lan, _s) = mem::switch(&pool, &MemConfig::new("server-lan", 2), 2);
+        for p in client_lan.iter_mut().chain(server_lan.iter_mut()) {
+            p.set_faults(faults);
+        }
+        let box_client = client_lan.remove(0);
+        let box_server = server_lan.remove(0);
+        let client_port = client_lan.remove(0);
+        let backend_port = server_lan.remove(0);
+        let clock = MonotonicClock::new();
+
+        let stop_box = Arc::new(AtomicBool::new(false));
+        let stop = stop_box.clone();
+        let box_thread = std::thread::spawn(move || {
+            run_primary(&cfg, clock, box_client, box_server, None, &stop).map_err(|e| e.to_string())
+        });
+
+        let stop_peers = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(PeerView::default()));
+        let (connect, connects) = crossbeam_channel::unbounded::<(u16, u32)>();
+        let (stop_p, view) = (stop_peers.clone(), peers.clone());
+        let peer_thread = std::thread::spawn(move || {
+            run_peers(clock, client_port, backend_port, &stop_p, &view, &connects);
+        });
+        let rig = Rig {
+            _dir: scratch,
+            sock,
+            dir,
+            metrics_port,
+            stop_box,
+            stop_peers,
+            box_thread: Some(box_thread),
+            peer_thread: Some(peer_thread),
+            connect,
+            peers,
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while !rig.sock.exists() {
+            assert!(Instant::now() < until, "the box never opened its control socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rig
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.sock, Duration::from_secs(10)).unwrap()
+    }
+
+    fn call(&self, req: Request) -> Reply {
+        self.client().call(&req).unwrap()
+    }
+
+    fn ok(&self, req: Request) -> Value {
+        let r = self.call(req.clone());
+        assert!(r.ok, "{req:?} failed: {:?}", r.error);
+        r.result.unwrap()
+    }
+
+    fn err(&self, req: Request) -> (ErrorCode, String) {
+        let r = self.call(req.clone());
+        assert!(!r.ok, "{req:?} should fail but answered {:?}", r.result);
+        let e = r.error.unwrap();
+        (e.code, e.message)
+    }
+
+    /// Waits (bounded) until `f` holds of the peers' view.
+    fn wait_peers(&self, what: &str, f: impl Fn(&PeerView) -> bool) -> PeerView {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.peers.lock().unwrap().clone();
+            if f(&v) {
+                return v;
+            }
+            assert!(Instant::now() < until, "timed out waiting for {what}: {v:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(mut self) {
+        self.stop_peers.store(true, Ordering::Release);
+        self.stop_box.store(true, Ordering::Release);
+        if let Some(t) = self.peer_thread.take() {
+            t.join().unwrap();
+        }
+        if let Some(t) = self.box_thread.take() {
+            t.join().unwrap().unwrap();
+        }
+        assert!(!self.sock.exists(), "the socket file is removed when the box stops");
+    }
+}
+
+fn run_peers(
+    clock: MonotonicClock,
+    client_port: MemPort,
+    backend_port: MemPort,
+    stop: &AtomicBool,
+    view: &Mutex<PeerView>,
+    connects: &crossbeam_channel::Receiver<(u16, u32)>,
+) {
+    let now = clock.now();
+    let mut backend = BackendHost::new(
+        SmolHost::new(backend_port, [2, 0x48, 0x46, 9, 0, 1], BACKEND, 24, 11, now),
+        PORT,
+        16,
+        64 * 1024,
+    );
+    let mut host =
+        ClientHost::new(SmolHost::new(client_port, [2, 0x48, 0x46, 20, 0, 1], CLIENT_IP, 24, 12, now));
+    let mut published = std::time::Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        let now = clock.now();
+        while let Ok((local_port, id)) = connects.try_recv() {
+            host.connect((VIP, PORT), local_port, id, ENDLESS, 64 * 1024, now);
+        }
+        let (w1, _) = host.host.poll(now);
+        let w2 = host.pump(now);
+        let (w3, _) = backend.host.poll(now);
+        let w4 = backend.pump();
+        if published.elapsed() >= Duration::from_millis(10) {
+            published = std::time::Instant::now();
+            let mut v = view.lock().unwrap();
+            v.conns = host.conns.iter().map(|c| (c.id, c.outcome, c.connected)).collect();
+            v.echoed = host.conns.iter().map(|c| c.echo.report().good).sum();
+        }
+        if !(w1 || w2 || w3 || w4) {
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+}
+
+#[test]
+fn a_running_box_answers_every_command_through_its_socket() {
+    let rig = Rig::start("main");
+    for (i, port) in [40_001u16, 40_002, 40_003].into_iter().enumerate() {
+        rig.connect.send((port, i as u32)).unwrap();
+    }
+    rig.wait_peers("three connections streaming", |v| {
+        v.conns.len() == 3 && v.conns.iter().all(|c| c.2 && c.1 == Outcome::Running) && v.echoed > 100_000
+    });
+
+    // status: a primary without a standby.
+    let s = rig.ok(Request::Status(NoArgs {}));
+    assert_eq!(s["role"], "alone", "{s}");
+    assert_eq!(s["peer"], "none");
+    assert_eq!(s["degraded"], false);
+    assert_eq!(s["box"], "ctl-e2e");
+    assert_eq!(s["flows"], 3);
+
+    // stats: counters from both cores, per listener, per backend.
+    let st = rig.ok(Request::Stats(NoArgs {}));
+    assert!(st["ports"]["client"]["rx_packets"].as_u64().unwrap() > 10, "{st}");
+    assert!(st["ports"]["server"]["tx_bytes"].as_u64().unwrap() > 100_000, "{st}");
+    let echo = &st["listeners"][0];
+    assert_eq!(echo["listener"], "echo");
+    assert_eq!(echo["active_flows"], 3);
+    assert_eq!(echo["flows_opened"], 3);
+    assert!(echo["bytes_from_clients"].as_u64().unwrap() > 100_000, "{echo}");
+    assert_eq!(st["listeners"][1]["active_flows"], 0);
+    assert_eq!(st["core_a"]["flows_established"], 3);
+    assert_eq!(st["core_b"]["flows_connected"], 3);
+    assert_eq!(st["backends"][0]["addr"], format!("{BACKEND}:{PORT}"));
+    assert_eq!(st["backends"][0]["active_flows"], 3);
+    assert!(st["latency"]["takeover"]["count"].is_u64());
+
+    // flows with filters, then one flow's full state.
+    let all = rig.ok(Request::Flows(FlowsArgs::default()));
+    let list = all["flows"].as_array().unwrap();
+    assert_eq!(list.len(), 3, "{all}");
+    assert!(list.iter().all(|f| f["state"] == "established" && f["backend"] == format!("{BACKEND}:{PORT}")));
+    let by_peer = rig.ok(Request::Flows(FlowsArgs {
+        peer: Some(format!("{CLIENT_IP}:40002").try_into().unwrap()),
+        ..Default::default()
+    }));
+    assert_eq!(by_peer["flows"].as_array().unwrap().len(), 1, "{by_peer}");
+    let none = rig.ok(Request::Flows(FlowsArgs { listener: Some("spare".into()), ..Default::default() }));
+    assert!(none["flows"].as_array().unwrap().is_empty());
+    let limited = rig.ok(Request::Flows(FlowsArgs { limit: 2, ..Default::default() }));
+    assert_eq!((limited["flows"].as_array().unwrap().len(), &limited["truncated"]), (2, &Value::Bool(true)));
+    let id = by_peer["flows"][0]["id"].as_u64().unwrap();
+    let f = rig.ok(Request::Flow(FlowArgs { id }));
+    assert_eq!(f["client"], format!("{CLIENT_IP}:40002"));
+    assert_eq!(f["client_half"]["tcp_state"], "Established");
+    assert!(f["relay"]["c2s_sent"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(f["standby"], "not_replicated");
+    let (code, msg) = rig.err(Request::Flow(FlowArgs { id: id ^ (1 << 40) }));
+    assert_eq!(code, ErrorCode::InvalidArgument, "{msg}");
+
+    // holdfastctl against the real socket: a table by default, JSON on request.
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_holdfastctl"))
+            .arg("--socket")
+            .arg(&rig.sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = ctl(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.lines().any(|l| l.starts_with("role") && l.trim_end().ends_with("alone")), "{text}");
+    let o = ctl(&["--json", "flows", "--listener", "echo", "--state", "established"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["result"]["flows"].as_array().unwrap().len(), 3);
+    let o = ctl(&["set", "heartbeat-interval-ms", "50"]);
+    assert_eq!(o.status.code(), Some(1), "an error reply exits 1");
+
+    // metrics: the same numbers over the socket and over HTTP.
+    let m = rig.ok(Request::Metrics(NoArgs {}));
+    let text = m["text"].as_str().unwrap();
+    assert!(text.contains("listener=\"echo\""), "{text}");
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", rig.metrics_port)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("listener=\"echo\""), "{body}");
+
+    // capture: five frames of the client port into a pcap file, written off the core.
+    let pcap = rig.dir.join("client.pcap");
+    let c = rig.ok(Request::Capture(CaptureArgs {
+        port: PortName::Client,
+        count: 5,
+        file: pcap.clone(),
+        snaplen: Some(96),
+    }));
+    assert_eq!(c["started"], true);
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = rig.ok(Request::Status(NoArgs {}));
+        let job = &s["captures"][0];
+        if job["done"] == true {
+            assert_eq!(job["written"], 5, "{s}");
+            assert!(job["error"].is_null(), "{s}");
+            break;
+        }
+        assert!(Instant::now() < until, "the capture never finished: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bytes = std::fs::read(&pcap).unwrap();
+    assert_eq!(&bytes[..4], &0xa1b2_c3d4u32.to_le_bytes());
+    let mut at = 24;
+    let mut frames = 0;
+    while at < bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let orig = u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap()) as usize;
+        assert!(caplen <= 96 && caplen <= orig, "caplen {caplen} orig {orig}");
+        let frame = &bytes[at + 16..at + 16 + caplen];
+        assert!(matches!(frame[12..14], [0x08, 0x00] | [0x08, 0x06]), "an Ethernet frame: {frame:02x?}");
+        at += 16 + caplen;
+        frames += 1;
+    }
+    assert_eq!(frames, 5);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&pcap).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    // set: a policy for new flows, a backend added and drained, all visible in stats.
+    let r = rig.ok(Request::Set(SetArgs::AckPolicy { listener: "echo".into(), policy: AckPolicy::None }));
+    assert_eq!(r["applied"], true);
+    let extra: SocketAddrV4 = "198.18.2.11:5001".parse().unwrap();
+    rig.ok(Request::Set(SetArgs::Backend {
+        action: BackendAction::Add,
+        listener: "echo".into(),
+        addr: extra,
+        weight: Some(3),
+    }));
+    rig.ok(Request::Set(SetArgs::Backend {
+        action: BackendAction::Drain,
+        listener: "echo".into(),
+        addr: extra,
+        weight: None,
+    }));
+    let st = rig.ok(Request::Stats(NoArgs {}));
+    let added =
+        st["backends"].as_array().unwrap().iter().find(|b| b["addr"] == extra.to_string()).unwrap().clone();
+    assert_eq!((added["weight"].as_u64(), added["state"].as_str()), (Some(3), Some("draining")), "{st}");
+
+    // A flow opened now gets the new policy: acknowledged on receipt.
+    rig.connect.send((40_004, 3)).unwrap();
+    rig.wait_peers("the fourth connection", |v| v.conns.len() == 4 && v.conns[3].2);
+    let fourth = rig.ok(Request::Flows(FlowsArgs {
+        peer: Some(format!("{CLIENT_IP}:40004").try_into().unwrap()),
+        ..Default::default()
+    }));
+    assert_eq!(fourth["flows"][0]["policy"], "none", "{fourth}");
+    let third = rig.ok(Request::Flows(FlowsArgs {
+        peer: Some(format!("{CLIENT_IP}:40003").try_into().unwrap()),
+        ..Default::default()
+    }));
+    assert_eq!(third["flows"][0]["policy"], "backend", "open flows keep theirs");
+
+    // drain: open flows go on, a new connection is refused.
+    let d = rig.ok(Request::Drain(DrainArgs { listener: Some("echo".into()), timeout_ms: None }));
+    assert_eq!((d["draining"].as_str(), d["active_flows"].as_u64()), (Some("echo"), Some(4)), "{d}");
+    let before = rig.peers.lock().unwrap().echoed;
+    rig.connect.send((40_005, 4)).unwrap();
+    let v =
+        rig.wait_peers("the refused connection", |v| v.conns.len() == 5 && v.conns[4].1 == Outcome::Broken);
+    assert!(!v.conns[4].2, "refused before it ever connected");
+    rig.wait_peers("the open flows to keep streaming", |v| {
+        v.echoed > before + 50_000 && v.conns[..4].iter().all(|c| c.1 == Outcome::Running)
+    });
+    let s = rig.ok(Request::Status(NoArgs {}));
+    assert_eq!(s["draining_listeners"], serde_json::json!(["echo"]), "{s}");
+    let st = rig.ok(Request::Stats(NoArgs {}));
+    assert_eq!(st["listeners"][0]["flows_refused"], 1, "{st}");
+    // A drain that waits: the flows are endless, so it reports what is left when time is up.
+    let d = rig.ok(Request::Drain(DrainArgs { listener: None, timeout_ms: Some(100) }));
+    assert_eq!((d["drained"].as_bool(), d["active_flows"].as_u64()), (Some(false), Some(4)), "{d}");
+
+    rig.stop();
+}
+
+#[test]
+fn set_and_capture_refuse_what_they_cannot_do_and_say_why() {
+    // Before the box starts: the box picks up the reload handle when it builds its control side.
+    control::logging::init(LogLevel::Warn);
+    let rig = Rig::start("refuse");
+
+    // Replication timing is read at start: the answer says so and names the config field.
+    for req in [
+        SetArgs::HeartbeatIntervalMs { value: 50 },
+        SetArgs::MissThreshold { value: 3 },
+        SetArgs::BatchSize { value: 64 },
+        SetArgs::FlushDeadlineUs { value: 100 },
+    ] {
+        let (code, msg) = rig.err(Request::Set(req));
+        assert_eq!(code, ErrorCode::Unavailable);
+        assert!(msg.contains("restart") && msg.contains("[replication]"), "{msg}");
+    }
+    // Out of range never reaches the box.
+    let line = r#"{"id":1,"cmd":"set","args":{"param":"heartbeat_interval_ms","value":0}}"#;
+    let r = rig.client().call_line(line).unwrap();
+    assert_eq!(r.error.unwrap().code, ErrorCode::InvalidArgument);
+    let line = r#"{"id":2,"cmd":"set","args":{"param":"backend","action":"add","listener":"echo","addr":"198.18.2.12:80","weight":1001}}"#;
+    let r = rig.client().call_line(line).unwrap();
+    assert!(r.error.unwrap().message.contains("args.weight"));
+
+    let policy =
+        |listener: &str, policy| Request::Set(SetArgs::AckPolicy { listener: listener.into(), policy });
+    let (code, msg) = rig.err(policy("nosuch", AckPolicy::None));
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(msg.contains("echo, spare"), "names the listeners there are: {msg}");
+    for p in [AckPolicy::App, AckPolicy::Replica] {
+        let (code, msg) = rig.err(policy("echo", p));
+        assert_eq!(code, ErrorCode::InvalidArgument, "{msg}");
+    }
+    rig.ok(policy("echo", AckPolicy::Backend));
+
+    let backend = |action, addr: &str, weight| {
+        Request::Set(SetArgs::Backend {
+            action,
+            listener: "spare".into(),
+            addr: addr.parse().unwrap(),
+            weight,
+        })
+    };
+    let (code, msg) = rig.err(backend(BackendAction::Remove, "198.18.2.99:5002", None));
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(msg.contains("not in the listener's pool"), "{msg}");
+    let (code, msg) = rig.err(backend(BackendAction::Add, "198.18.2.99:5002", Some(300)));
+    assert!(code == ErrorCode::InvalidArgument && msg.contains("weight"), "the pool's own limit: {msg}");
+    // Remove keeps the slot with weight 0; add brings it back.
+    rig.ok(backend(BackendAction::Remove, "198.18.2.10:5002", None));
+    let st = rig.ok(Request::Stats(NoArgs {}));
+    let b =
+        st["backends"].as_array().unwrap().iter().find(|b| b["addr"] == "198.18.2.10:5002").unwrap().clone();
+    assert_eq!((b["weight"].as_u64(), b["state"].as_str()), (Some(0), Some("draining")), "{b}");
+    rig.ok(backend(BackendAction::Add, "198.18.2.10:5002", None));
+    let st = rig.ok(Request::Stats(NoArgs {}));
+    let b =
+        st["backends"].as_array().unwrap().iter().find(|b| b["addr"] == "198.18.2.10:5002").unwrap().clone();
+    // Back in the pool (its health check, which nothing answers on 5002, decides up or down).
+    assert_eq!(b["weight"].as_u64(), Some(1), "{b}");
+    assert_ne!(b["state"], "draining", "{b}");
+
+    let r = rig.ok(Request::Set(SetArgs::LogLevel { level: LogLevel::Debug }));
+    assert_eq!(r["level"], "debug");
+
+    let (code, msg) = rig.err(Request::Switchover(Default::default()));
+    assert!(code == ErrorCode::Unavailable && msg.contains("not supported yet"), "{msg}");
+
+    // Capture limits: the protocol's ranges, then what only the box can check.
+    let cap =
+        |port, count, file: PathBuf, snaplen| Request::Capture(CaptureArgs { port, count, file, snaplen });
+    for line in [
+        r#"{"id":1,"cmd":"capture","args":{"port":"client","count":0,"file":"/tmp/x.pcap"}}"#,
+        r#"{"id":2,"cmd":"capture","args":{"port":"client","count":1000001,"file":"/tmp/x.pcap"}}"#,
+        r#"{"id":3,"cmd":"capture","args":{"port":"client","count":1,"file":"/tmp/x.pcap","snaplen":10}}"#,
+        r#"{"id":4,"cmd":"capture","args":{"port":"client","count":1,"file":"x.pcap"}}"#,
+        r#"{"id":5,"cmd":"capture","args":{"port":"wan","count":1,"file":"/tmp/x.pcap"}}"#,
+    ] {
+        let r = rig.client().call_line(line).unwrap();
+        assert_eq!(r.error.map(|e| e.code), Some(ErrorCode::InvalidArgument), "{line}");
+    }
+    let existing = rig.dir.join("exists.pcap");
+    std::fs::write(&existing, b"keep me").unwrap();
+    let (code, msg) = rig.err(cap(PortName::Client, 1, existing.clone(), None));
+    assert!(code == ErrorCode::InvalidArgument && msg.contains("never overwrites"), "{msg}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+    let (code, msg) = rig.err(cap(PortName::Client, 1, rig.dir.join("no/such/dir.pcap"), None));
+    assert!(code == ErrorCode::InvalidArgument && msg.contains("directory"), "{msg}");
+    let (code, msg) = rig.err(cap(PortName::Replication, 1, rig.dir.join("r.pcap"), None));
+    assert!(code == ErrorCode::Unavailable && msg.contains("replication"), "{msg}");
+    // One capture per port at a time; the server port is quiet, so this one stays running.
+    rig.ok(cap(PortName::Server, 1_000_000, rig.dir.join("s1.pcap"), None));
+    let (code, msg) = rig.err(cap(PortName::Server, 1, rig.dir.join("s2.pcap"), None));
+    assert!(code == ErrorCode::Unavailable && msg.contains("already running"), "{msg}");
+    assert!(!rig.dir.join("s2.pcap").exists(), "a refused capture leaves no file");
+
+    rig.stop();
+}
