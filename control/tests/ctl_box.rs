@@ -252,6 +252,43 @@ fn run_peers(
     }
 }
 
+/// Checks a real result against its definition in docs/control-schema.json: required fields present, and
+/// `type`, `enum` and `const` of each declared field respected.
+fn conforms(def: &str, v: &Value) {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/control-schema.json")).unwrap();
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    let d = &schema["$defs"][def];
+    assert!(d.is_object(), "no $defs/{def} in the schema");
+    for k in d["required"].as_array().unwrap() {
+        assert!(v.get(k.as_str().unwrap()).is_some(), "{def}: `{k}` missing from {v}");
+    }
+    for (k, rule) in d["properties"].as_object().unwrap() {
+        let Some(x) = v.get(k) else { continue };
+        if let Some(e) = rule.get("enum") {
+            assert!(e.as_array().unwrap().contains(x), "{def}.{k}: {x} not in {e}");
+        }
+        if let Some(c) = rule.get("const") {
+            assert_eq!(c, x, "{def}.{k}");
+        }
+        let types: Vec<&str> = match rule.get("type") {
+            Some(Value::String(t)) => vec![t.as_str()],
+            Some(Value::Array(ts)) => ts.iter().map(|t| t.as_str().unwrap()).collect(),
+            _ => continue,
+        };
+        let ok = types.iter().any(|t| match *t {
+            "object" => x.is_object(),
+            "array" => x.is_array(),
+            "string" => x.is_string(),
+            "integer" => x.is_u64() || x.is_i64(),
+            "boolean" => x.is_boolean(),
+            "null" => x.is_null(),
+            _ => false,
+        });
+        assert!(ok, "{def}.{k}: {x} is not {types:?}");
+    }
+}
+
 #[test]
 fn a_running_box_answers_every_command_through_its_socket() {
     let rig = Rig::start("main");
@@ -269,6 +306,7 @@ fn a_running_box_answers_every_command_through_its_socket() {
     assert_eq!(s["degraded"], false);
     assert_eq!(s["box"], "ctl-e2e");
     assert_eq!(s["flows"], 3);
+    conforms("status_result", &s);
 
     // stats: counters from both cores, per listener, per backend.
     let st = rig.ok(Request::Stats(NoArgs {}));
@@ -290,6 +328,8 @@ fn a_running_box_answers_every_command_through_its_socket() {
     let all = rig.ok(Request::Flows(FlowsArgs::default()));
     let list = all["flows"].as_array().unwrap();
     assert_eq!(list.len(), 3, "{all}");
+    conforms("flows_result", &all);
+    list.iter().for_each(|f| conforms("flow_summary", f));
     assert!(list.iter().all(|f| f["state"] == "established" && f["backend"] == format!("{BACKEND}:{PORT}")));
     let by_peer = rig.ok(Request::Flows(FlowsArgs {
         peer: Some(format!("{CLIENT_IP}:40002").try_into().unwrap()),
@@ -306,6 +346,8 @@ fn a_running_box_answers_every_command_through_its_socket() {
     assert_eq!(f["client_half"]["tcp_state"], "Established");
     assert!(f["relay"]["c2s_sent"].as_u64().unwrap() > 0, "{f}");
     assert_eq!(f["standby"], "not_replicated");
+    conforms("flow_result", &f);
+    conforms("flow_summary", &f);
     let (code, msg) = rig.err(Request::Flow(FlowArgs { id: id ^ (1 << 40) }));
     assert_eq!(code, ErrorCode::InvalidArgument, "{msg}");
 
@@ -349,6 +391,7 @@ fn a_running_box_answers_every_command_through_its_socket() {
         snaplen: Some(96),
     }));
     assert_eq!(c["started"], true);
+    conforms("capture_result", &c);
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let s = rig.ok(Request::Status(NoArgs {}));
@@ -384,6 +427,7 @@ fn a_running_box_answers_every_command_through_its_socket() {
     // set: a policy for new flows, a backend added and drained, all visible in stats.
     let r = rig.ok(Request::Set(SetArgs::AckPolicy { listener: "echo".into(), policy: AckPolicy::None }));
     assert_eq!(r["applied"], true);
+    conforms("set_result", &r);
     let extra: SocketAddrV4 = "198.18.2.11:5001".parse().unwrap();
     rig.ok(Request::Set(SetArgs::Backend {
         action: BackendAction::Add,
@@ -419,6 +463,7 @@ fn a_running_box_answers_every_command_through_its_socket() {
     // drain: open flows go on, a new connection is refused.
     let d = rig.ok(Request::Drain(DrainArgs { listener: Some("echo".into()), timeout_ms: None }));
     assert_eq!((d["draining"].as_str(), d["active_flows"].as_u64()), (Some("echo"), Some(4)), "{d}");
+    conforms("drain_result", &d);
     let before = rig.peers.lock().unwrap().echoed;
     rig.connect.send((40_005, 4)).unwrap();
     let v =
