@@ -517,10 +517,10 @@ impl BoxControl {
             )))
         };
         match args {
-            SetArgs::HeartbeatIntervalMs { .. } => restart("heartbeat_interval_ms", "heartbeat_interval"),
+            SetArgs::HeartbeatIntervalMs { .. } => restart("heartbeat_interval_ms", "heartbeat_interval_us"),
             SetArgs::MissThreshold { .. } => restart("miss_threshold", "miss_threshold"),
             SetArgs::BatchSize { .. } => restart("batch_size", "batch_size"),
-            SetArgs::FlushDeadlineUs { .. } => restart("flush_deadline_us", "flush_deadline"),
+            SetArgs::FlushDeadlineUs { .. } => restart("flush_deadline_us", "flush_deadline_us"),
             SetArgs::LogLevel { level } => match &self.log {
                 Some(f) => {
                     f(*level).map_err(CtlError::internal)?;

@@ -215,7 +215,7 @@ fn channel_config(cfg: &Config, box_id: u32, own: [u8; 6]) -> replication::chann
 /// Runs a standby: watches the primary over the replication link and the client LAN, takes over when
 /// both fall silent, and then serves every flow it stored (both cores on this thread, for now).
 fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunError> {
-    let (Some(repl_pc), Some(rc)) = (&cfg.ports.replication, &cfg.replication) else {
+    let (Some(repl_pc), Some(_)) = (&cfg.ports.replication, &cfg.replication) else {
         return Err(RunError::Unsupported(
             "box.role = standby needs [ports.replication] and [replication]".into(),
         ));
@@ -228,7 +228,22 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
     let client = open_afpacket("client", &cfg.ports.client, pool)?;
     let server = open_afpacket("server", &cfg.ports.server, pool)?;
     let repl = open_afpacket("replication", repl_pc, pool)?;
-    let clock = MonotonicClock::new();
+    run_standby_on(cfg, MonotonicClock::new(), client, server, repl, stop)
+}
+
+/// Runs a standby on open ports until `stop` is set, on the calling thread; its control socket (and
+/// metrics listener) on threads of their own. Generic over the port backend, like [`run_primary`].
+pub fn run_standby_on<P: Port>(
+    cfg: &Config,
+    clock: MonotonicClock,
+    client: P,
+    server: P,
+    repl: P,
+    stop: &AtomicBool,
+) -> Result<(), RunError> {
+    let Some(rc) = &cfg.replication else {
+        return Err(RunError::Unsupported("box.role = standby needs [replication]".into()));
+    };
     let now = clock.now();
     let own_client_mac = client.info().mac.unwrap_or([2, 0, 0, 0, 2, 1]);
     let mut pc = proxy_config(cfg, own_client_mac, server.info().mac.unwrap_or([2, 0, 0, 0, 2, 2]));
@@ -236,11 +251,20 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
     fit_mss(&mut pc.server_tcp, server.info().mtu);
     let pc = Arc::new(pc);
     let ch = channel_config(cfg, 2, repl.info().mac.unwrap_or([2, 0, 0, 0, 2, 3]));
-    let det = replication::detector::DetectorConfig {
+    let mut det = replication::detector::DetectorConfig {
         heartbeat_interval: rc.heartbeat_interval,
         miss_threshold: rc.miss_threshold,
         ..Default::default()
     };
+    // The LAN path and the isolation fence follow a heartbeat slower than the defaults assume: with their
+    // fixed 5 ms and 2 ms, any interval above ~1.5 ms was refused by the detector's own check.
+    let heartbeat_timeout = rc.heartbeat_interval.saturating_mul(rc.miss_threshold);
+    if heartbeat_timeout > det.lan_timeout {
+        det.lan_timeout = heartbeat_timeout;
+        det.isolation_timeout = heartbeat_timeout
+            .saturating_sub(rc.heartbeat_interval.saturating_mul(2))
+            .max(det.isolation_timeout);
+    }
     let node = replication::node::StandbyNode::new(ch, det, Default::default(), 1, 1, repl, now)
         .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
     let mut standby = crate::pair::Standby::new(node, client, server, own_client_mac);
@@ -272,6 +296,7 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
             }
             view.publish_now(|i| {
                 i.took_over = Some(crate::boxctl::TakeoverInfo {
+                    // The detector's verdict moves the epoch one past the primary's (1, above).
                     epoch: 2,
                     flows: t.flows as u64,
                     failed_flows: t.failed_flows as u64,

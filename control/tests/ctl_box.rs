@@ -582,3 +582,208 @@ fn set_and_capture_refuse_what_they_cannot_do_and_say_why() {
 
     rig.stop();
 }
+
+fn pair_config(role: &str, sock: &Path) -> Config {
+    Config::from_toml_str(&format!(
+        r#"
+[box]
+name = "ctl-{role}"
+role = "{role}"
+
+[ports.client]
+backend = "mem"
+
+[ports.server]
+backend = "mem"
+
+[ports.replication]
+backend = "mem"
+
+[addresses]
+vip = "{VIP}"
+snat = "198.18.2.1"
+client_subnet = "198.18.1.0/24"
+server_subnet = "198.18.2.0/24"
+virtual_mac = "02:48:46:00:00:01"
+
+[[listeners]]
+name = "echo"
+port = {PORT}
+backends = ["{BACKEND}:{PORT}"]
+
+# Generous timing: the threads of this test share two busy cores, and a late heartbeat must not look
+# like a dead primary.
+[replication]
+heartbeat_interval_us = 20000
+miss_threshold = 10
+
+[control]
+socket = "{}"
+"#,
+        sock.display()
+    ))
+    .unwrap()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> Option<Value>) -> Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_standby_answers_while_it_watches_and_serves_everything_once_it_took_over() {
+    let scratch = Scratch::new("pair");
+    let (psock, ssock) = (scratch.0.join("p.sock"), scratch.0.join("s.sock"));
+    let pool = Pool::new(1 << 14, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).unwrap();
+    let faults = FaultConfig { rate_bps: Some(50_000_000), ..FaultConfig::NONE };
+    // Port 0 of each switch is the primary's, port 1 the standby's, port 2 the peer's.
+    let (mut client_lan, client_ctl) = mem::switch(&pool, &MemConfig::new("client-lan", 3), 3);
+    let (mut server_lan, server_ctl) = mem::switch(&pool, &MemConfig::new("server-lan", 4), 3);
+    for p in client_lan.iter_mut().chain(server_lan.iter_mut()) {
+        p.set_faults(faults);
+    }
+    let (mut p_client, mut s_client) = (client_lan.remove(0), client_lan.remove(0));
+    let (mut p_server, mut s_server) = (server_lan.remove(0), server_lan.remove(0));
+    // Each box probes and announces from its own client-port MAC (the VIP's is the shared virtual one);
+    // the server side shares one MAC, as the simulator's boxes do, so the backend needs no new ARP entry.
+    p_client.set_mac(Some([2, 0x48, 0x46, 1, 0, 1]));
+    s_client.set_mac(Some([2, 0x48, 0x46, 2, 0, 1]));
+    p_server.set_mac(Some([2, 0x48, 0x46, 0, 0, 2]));
+    s_server.set_mac(Some([2, 0x48, 0x46, 0, 0, 2]));
+    let (repl_p, repl_s, repl_ctl) = mem::link(&pool, &MemConfig::new("replication", 5));
+    let clock = MonotonicClock::new();
+
+    let pcfg = pair_config("primary", &psock);
+    let link = replication::frame::LinkAddrs { src: [2, 0x48, 0x46, 1, 0, 3], dst: [0xff; 6] };
+    let ch = replication::channel::ChannelConfig {
+        box_id: 1,
+        link,
+        heartbeat_interval: dataplane::time::Duration::from_millis(20),
+        ..Default::default()
+    };
+    let replicator = replication::node::PrimaryLink::new(ch, 1, repl_p, clock.now()).unwrap();
+    let stop_primary = Arc::new(AtomicBool::new(false));
+    let stop = stop_primary.clone();
+    let primary = std::thread::spawn(move || {
+        run_primary(&pcfg, clock, p_client, p_server, Some(Box::new(replicator)), &stop)
+            .map_err(|e| e.to_string())
+    });
+    let scfg = pair_config("standby", &ssock);
+    let stop_standby = Arc::new(AtomicBool::new(false));
+    let stop = stop_standby.clone();
+    let standby = std::thread::spawn(move || {
+        let r = control::boxrun::run_standby_on(&scfg, clock, s_client, s_server, repl_s, &stop);
+        if let Err(e) = &r {
+            eprintln!("the standby stopped: {e}");
+        }
+        r.map_err(|e| e.to_string())
+    });
+
+    let stop_peers = Arc::new(AtomicBool::new(false));
+    let view = Arc::new(Mutex::new(PeerView::default()));
+    let (connect, connects) = crossbeam_channel::unbounded::<(u16, u32)>();
+    let (stop_p, v) = (stop_peers.clone(), view.clone());
+    let (client_port, backend_port) = (client_lan.remove(0), server_lan.remove(0));
+    let peers =
+        std::thread::spawn(move || run_peers(clock, client_port, backend_port, &stop_p, &v, &connects));
+
+    let call = |sock: &Path, req: Request| -> Reply {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Client::connect(sock, Duration::from_secs(10)) {
+                Ok(mut c) => return c.call(&req).unwrap(),
+                Err(e) => assert!(Instant::now() < until, "{}: {e}", sock.display()),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let status = |sock: &Path| call(sock, Request::Status(NoArgs {})).result.unwrap();
+
+    // The standby hears the primary before any client connects: every flow is then protected.
+    wait_for("the standby to hear the primary", || {
+        let s = status(&ssock);
+        (s["peer"] == "up").then_some(s)
+    });
+    wait_for("the primary to see its standby", || {
+        let s = status(&psock);
+        (s["peer"] == "up").then_some(s)
+    });
+    for (i, port) in [41_001u16, 41_002, 41_003].into_iter().enumerate() {
+        connect.send((port, i as u32)).unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    while !{
+        let v = view.lock().unwrap();
+        v.conns.len() == 3 && v.conns.iter().all(|c| c.2) && v.echoed > 50_000
+    } {
+        assert!(Instant::now() < until, "streams never started: {:?}", view.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let p = status(&psock);
+    assert_eq!(
+        (p["role"].as_str(), p["peer"].as_str(), p["degraded"].as_bool()),
+        (Some("primary"), Some("up"), Some(false)),
+        "{p}"
+    );
+    conforms("status_result", &p);
+    let s = wait_for("the standby to store the three flows", || {
+        let s = status(&ssock);
+        (s["stored_flows"] == 3).then_some(s)
+    });
+    assert_eq!(
+        (s["role"].as_str(), s["peer"].as_str(), s["epoch"].as_u64()),
+        (Some("standby"), Some("up"), Some(1)),
+        "{s}"
+    );
+    conforms("status_result", &s);
+    // While watching: stats answer (nothing runs yet), flows say why they cannot.
+    let st = call(&ssock, Request::Stats(NoArgs {}));
+    assert!(st.ok, "{:?}", st.error);
+    assert_eq!(st.result.unwrap()["latency"]["takeover"]["count"], 0);
+    let f = call(&ssock, Request::Flows(FlowsArgs::default()));
+    let e = f.error.unwrap();
+    assert!(e.code == ErrorCode::Unavailable && e.message.contains("standby"), "{e:?}");
+
+    // The primary dies: its cores stop and its ports go dark.
+    stop_primary.store(true, Ordering::Release);
+    primary.join().unwrap().unwrap();
+    client_ctl.set_up(0, false);
+    server_ctl.set_up(0, false);
+    repl_ctl.set_up(0, false);
+
+    let s = wait_for("the standby to take over", || {
+        let s = status(&ssock);
+        (s["role"] == "active").then_some(s)
+    });
+    conforms("status_result", &s);
+    assert_eq!(
+        (s["peer"].as_str(), s["epoch"].as_u64(), s["degraded"].as_bool()),
+        (Some("down"), Some(2), Some(true)),
+        "{s}"
+    );
+    assert_eq!(
+        (s["takeover"]["flows"].as_u64(), s["takeover"]["failed_flows"].as_u64()),
+        (Some(3), Some(0)),
+        "{s}"
+    );
+    // Its cores answer now, through the same socket.
+    let st = call(&ssock, Request::Stats(NoArgs {})).result.unwrap();
+    assert_eq!(st["latency"]["takeover"]["count"], 1, "{st}");
+    assert!(st["core_a"]["flows_opened"].as_u64().unwrap() >= 3, "{st}");
+    let f = call(&ssock, Request::Flows(FlowsArgs::default()));
+    assert!(f.ok, "{:?}", f.error);
+    conforms("flows_result", f.result.as_ref().unwrap());
+
+    stop_peers.store(true, Ordering::Release);
+    stop_standby.store(true, Ordering::Release);
+    peers.join().unwrap();
+    standby.join().unwrap().unwrap();
+    assert!(!ssock.exists() && !psock.exists(), "both sockets removed when the boxes stop");
+}
