@@ -168,6 +168,12 @@ impl BoxControl {
         self
     }
 
+    /// How long a control thread waits for a core's answer (default [`CORE_TIMEOUT`]).
+    pub fn with_core_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Records a takeover's duration in the `takeover` latency histogram.
     pub fn record_takeover(&self, nanos: u64) {
         self.registry.record_off_core(Latency::Takeover, nanos);
@@ -343,10 +349,15 @@ impl BoxControl {
 
     /// The `stats` reply: the cores' counters in the shape of `stats::StatsSnapshot`.
     pub fn stats_snapshot(&self) -> Result<stats::StatsSnapshot, CtlError> {
+        Ok(self.gather()?.0)
+    }
+
+    /// The summary snapshot and, when the cores serve, their own snapshots (one request to each core).
+    fn gather(&self) -> Result<(stats::StatsSnapshot, Option<(ClientSnapshot, ServerSnapshot)>), CtlError> {
         let mut snap = self.registry.snapshot();
         if !self.serving() {
             // A watching standby has no cores running: its latency figures (none yet) and zero counters.
-            return Ok(snap);
+            return Ok((snap, None));
         }
         let a = self.client_snapshot()?;
         let b = self.server_snapshot()?;
@@ -385,16 +396,14 @@ impl BoxControl {
                 bytes_from_backends: l.counters.bytes_to_clients,
             })
             .collect();
-        Ok(snap)
+        Ok((snap, Some((a, b))))
     }
 
     fn stats(&self) -> Result<Value, CtlError> {
-        let snap = self.stats_snapshot()?;
+        let (snap, cores) = self.gather()?;
         let mut v = serde_json::to_value(&snap).map_err(|e| CtlError::internal(e.to_string()))?;
-        if self.serving() {
+        if let Some((a, b)) = cores {
             // The cores' own counters, every one, beside the summary above.
-            let a = self.client_snapshot()?;
-            let b = self.server_snapshot()?;
             v["core_a"] = client_counters(&a);
             v["core_b"] = server_counters(&b);
             v["backends"] = Value::Array(
@@ -885,6 +894,64 @@ fn write_pcap_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctl::protocol::{FlowsArgs, NoArgs};
+    use crate::ctl::ErrorCode;
+    use dataplane::proxy::control::{control_channel, REQUEST_QUEUE};
+
+    #[test]
+    fn a_core_that_does_not_answer_gets_a_clear_error_never_a_hang() {
+        let (tx_a, port_a) = control_channel();
+        let (tx_b, _port_b) = control_channel();
+        let ctl = BoxControl::new(&Config::demo(), MonotonicClock::new(), [tx_a, tx_b], None)
+            .unwrap()
+            .with_core_timeout(Duration::from_millis(1));
+        let e = ctl.handle(Request::Status(NoArgs {})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(e.message.contains("core A did not answer within"), "{e}");
+        // Unanswered requests stay queued; once the queue is full the asker fails at once.
+        for _ in 1..REQUEST_QUEUE {
+            let _ = ctl.handle(Request::Status(NoArgs {}));
+        }
+        let e = ctl.handle(Request::Flows(FlowsArgs::default())).unwrap_err();
+        assert!(e.code == ErrorCode::Unavailable && e.message.contains("too many control requests"), "{e}");
+        drop(port_a);
+        let e = ctl.handle(Request::Status(NoArgs {})).unwrap_err();
+        assert!(e.code == ErrorCode::Unavailable && e.message.contains("not running"), "{e}");
+    }
+
+    #[test]
+    fn a_watching_standby_answers_status_and_stats_and_says_why_not_the_rest() {
+        let (tx_a, _a) = control_channel();
+        let (tx_b, _b) = control_channel();
+        let view = Arc::new(StandbyView::default());
+        let ctl = BoxControl::new(&Config::demo(), MonotonicClock::new(), [tx_a, tx_b], Some(view.clone()))
+            .unwrap()
+            .with_core_timeout(Duration::from_millis(1));
+        let s = ctl.handle(Request::Status(NoArgs {})).unwrap();
+        assert_eq!((s["role"].as_str(), s["peer"].as_str()), (Some("standby"), Some("joining")), "{s}");
+        view.publish(|i| {
+            i.heard_primary = true;
+            i.stored_flows = 7;
+        });
+        let s = ctl.handle(Request::Status(NoArgs {})).unwrap();
+        assert_eq!((s["peer"].as_str(), s["stored_flows"].as_u64()), (Some("up"), Some(7)), "{s}");
+        let st = ctl.handle(Request::Stats(NoArgs {})).unwrap();
+        assert_eq!(st["latency"]["takeover"]["count"], 0, "{st}");
+        assert!(ctl.handle(Request::Metrics(NoArgs {})).unwrap()["text"].is_string());
+        for req in [
+            Request::Flows(FlowsArgs::default()),
+            Request::Drain(Default::default()),
+            Request::Set(SetArgs::AckPolicy { listener: "x".into(), policy: WireAckPolicy::None }),
+        ] {
+            let e = ctl.handle(req).unwrap_err();
+            assert!(e.code == ErrorCode::Unavailable && e.message.contains("standby"), "{e}");
+        }
+        view.publish_now(|i| {
+            i.failed = Some("no buffers".into());
+        });
+        let s = ctl.handle(Request::Status(NoArgs {})).unwrap();
+        assert_eq!((s["role"].as_str(), s["failure"].as_str()), (Some("failed"), Some("no buffers")), "{s}");
+    }
 
     #[test]
     fn pcap_records_carry_wall_time_and_both_lengths() {
