@@ -388,8 +388,8 @@ impl BoxControl {
                 listener: self.listener_name(u16::try_from(i).unwrap_or(u16::MAX)),
                 flows_opened: l.counters.flows_opened,
                 flows_closed: l.counters.flows_closed,
-                flows_refused: l.counters.refused_draining,
-                flows_reset: 0,
+                flows_refused: l.counters.flows_refused,
+                flows_reset: l.counters.flows_reset,
                 active_flows: l.active_flows,
                 withheld_bytes: l.withheld_bytes,
                 bytes_from_clients: l.counters.bytes_from_clients,
@@ -406,6 +406,20 @@ impl BoxControl {
             // The cores' own counters, every one, beside the summary above.
             v["core_a"] = client_counters(&a);
             v["core_b"] = server_counters(&b);
+            v["listener_state"] = Value::Array(
+                a.listeners
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        json!({
+                            "listener": self.listener_name(u16::try_from(i).unwrap_or(u16::MAX)),
+                            "policy": l.policy.as_str(),
+                            "draining": l.draining,
+                            "refused_draining": l.counters.refused_draining,
+                        })
+                    })
+                    .collect(),
+            );
             v["backends"] = Value::Array(
                 a.listeners
                     .iter()

@@ -508,6 +508,9 @@ fn a_running_box_answers_every_command_through_its_socket() {
     assert_eq!(s["draining_listeners"], serde_json::json!(["echo"]), "{s}");
     let st = rig.ok(Request::Stats(NoArgs {}));
     assert_eq!(st["listeners"][0]["flows_refused"], 1, "{st}");
+    assert_eq!(st["listener_state"][0]["refused_draining"], 1, "{st}");
+    assert_eq!(st["listener_state"][0]["policy"], "none", "{st}");
+    assert_eq!(st["listener_state"][0]["draining"], true, "{st}");
     // A drain that waits: the flows are endless, so it reports what is left when time is up.
     let d = rig.ok(Request::Drain(DrainArgs { listener: None, timeout_ms: Some(100) }));
     assert_eq!((d["drained"].as_bool(), d["active_flows"].as_u64()), (Some(false), Some(4)), "{d}");

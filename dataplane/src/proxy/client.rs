@@ -517,7 +517,7 @@ impl<P: Port> ClientCore<P> {
         };
         if !self.ctl.admits(li) {
             // Draining: existing flows finish, new ones are refused at once (the client sees a RST).
-            self.ctl.count_refused(li);
+            self.ctl.count_refused_draining(li);
             self.send_rst(now, mac, key, syn);
             return;
         }
@@ -531,6 +531,7 @@ impl<P: Port> ClientCore<P> {
         };
         if policy != AckPolicy::App && backend.is_none() {
             self.stats.flows_refused += 1;
+            self.ctl.count_refused(li);
             self.send_rst(now, mac, key, syn);
             return;
         }
@@ -664,6 +665,9 @@ impl<P: Port> ClientCore<P> {
                     self.send_rst(now, mac, key, &syn);
                 }
                 self.stats.flows_refused += 1;
+                if let Some(l) = self.flows.get(id).map(|f| f.listener) {
+                    self.ctl.count_refused(l);
+                }
                 self.remove(now, id, false);
             }
             ToClient::Data { client_flow, offset, chunk } => {
@@ -984,6 +988,7 @@ impl<P: Port> ClientCore<P> {
                     self.outbox.push_back(ToServer::Abort { server });
                 }
                 self.stats.flows_reset += 1;
+                self.ctl.count_reset(f.listener);
             }
             self.remove(now, id, false);
             return;

@@ -144,8 +144,12 @@ pub enum ControlError {
 pub struct ListenerCounters {
     pub flows_opened: u64,
     pub flows_closed: u64,
-    /// SYNs refused because the listener (or the box) is draining.
+    /// New flows refused: no backend eligible or reachable, or the listener draining.
+    pub flows_refused: u64,
+    /// Of those, refused because the listener (or the box) is draining.
     pub refused_draining: u64,
+    /// Flows that ended in a reset (either peer's, or a timeout).
+    pub flows_reset: u64,
     /// Payload bytes of closed flows (open flows are added at snapshot time).
     pub bytes_from_clients: u64,
     pub bytes_to_clients: u64,
@@ -383,7 +387,22 @@ impl CoreControl {
     #[inline]
     pub fn count_refused(&mut self, listener: u16) {
         if let Some(c) = self.counters.get_mut(usize::from(listener)) {
+            c.flows_refused += 1;
+        }
+    }
+
+    #[inline]
+    pub fn count_refused_draining(&mut self, listener: u16) {
+        if let Some(c) = self.counters.get_mut(usize::from(listener)) {
+            c.flows_refused += 1;
             c.refused_draining += 1;
+        }
+    }
+
+    #[inline]
+    pub fn count_reset(&mut self, listener: u16) {
+        if let Some(c) = self.counters.get_mut(usize::from(listener)) {
+            c.flows_reset += 1;
         }
     }
 
