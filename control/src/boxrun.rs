@@ -58,6 +58,7 @@ pub fn start_control(
 ) -> Result<ControlThreads, RunError> {
     let mut sc = crate::ctl::ServerConfig::new(cfg.control.socket.clone());
     sc.group = cfg.control.group.clone();
+    sc.mode = Some(cfg.control.mode);
     let server = crate::ctl::ControlServer::start(sc, handler.clone())?;
     let metrics = match cfg.control.metrics_listen {
         Some(addr) => {

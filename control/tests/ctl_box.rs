@@ -84,6 +84,8 @@ backends = ["{BACKEND}:5002"]
 
 [control]
 socket = "{}"
+# Others never get access, whatever the mode says.
+mode = "0666"
 metrics_listen = "127.0.0.1:{metrics_port}"
 "#,
         sock.display()
@@ -298,6 +300,12 @@ fn a_running_box_answers_every_command_through_its_socket() {
     rig.wait_peers("three connections streaming", |v| {
         v.conns.len() == 3 && v.conns.iter().all(|c| c.2 && c.1 == Outcome::Running) && v.echoed > 100_000
     });
+
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&rig.sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "control.mode, with the bits for others cleared");
+    }
 
     // status: a primary without a standby.
     let s = rig.ok(Request::Status(NoArgs {}));

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// A group (name or numeric gid) whose members may connect: the socket becomes 0660 and owned by it.
     /// Without one the socket is 0600: only the daemon's own user may connect.
     pub group: Option<String>,
+    /// Permission bits of the socket (config `control.mode`); the bits for others are always cleared.
+    /// `None`: 0660 with a group, 0600 without.
+    pub mode: Option<u32>,
     /// Clients served at once; one more gets `busy` and is closed.
     pub max_clients: usize,
     /// Longest request line, without its newline; a longer one gets `too_large` and is closed.
@@ -53,6 +56,7 @@ impl ServerConfig {
         ServerConfig {
             path: path.into(),
             group: None,
+            mode: None,
             max_clients: 16,
             max_line_bytes: 64 * 1024,
             line_deadline: Duration::from_secs(5),
@@ -218,11 +222,11 @@ fn resolve_group(group: &str) -> Result<u32, ServerError> {
 /// `sockaddr_un.sun_path` holds 108 bytes including the terminating NUL.
 const SUN_PATH_MAX: usize = 107;
 
-fn set_access(sock: &Path, gid: Option<u32>) -> Result<(), ServerError> {
+fn set_access(sock: &Path, gid: Option<u32>, mode: Option<u32>) -> Result<(), ServerError> {
     if let Some(gid) = gid {
         std::os::unix::fs::chown(sock, None, Some(gid)).map_err(io_err("chown", sock))?;
     }
-    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    let mode = mode.map_or(if gid.is_some() { 0o660 } else { 0o600 }, |m| m & 0o770);
     std::fs::set_permissions(sock, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", sock))
 }
 
@@ -247,7 +251,7 @@ fn bind_socket(config: &ServerConfig) -> Result<UnixListener, ServerError> {
     let tmp = private.join("s");
     if tmp.as_os_str().len() > SUN_PATH_MAX {
         let listener = UnixListener::bind(path).map_err(io_err("binding", path))?;
-        return match set_access(path, gid) {
+        return match set_access(path, gid, config.mode) {
             Ok(()) => Ok(listener),
             Err(e) => {
                 let _ = std::fs::remove_file(path);
@@ -258,7 +262,7 @@ fn bind_socket(config: &ServerConfig) -> Result<UnixListener, ServerError> {
     std::fs::DirBuilder::new().mode(0o700).create(&private).map_err(io_err("creating", &private))?;
     let result = (|| {
         let listener = UnixListener::bind(&tmp).map_err(io_err("binding", &tmp))?;
-        set_access(&tmp, gid)?;
+        set_access(&tmp, gid, config.mode)?;
         std::fs::rename(&tmp, path).map_err(io_err("moving socket into place at", path))?;
         Ok(listener)
     })();
