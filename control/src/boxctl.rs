@@ -222,10 +222,27 @@ impl BoxControl {
         }
     }
 
+    /// Core A's snapshot; the latency samples it carries go into the histograms on the way.
     fn client_snapshot(&self) -> Result<ClientSnapshot, CtlError> {
         match self.ask(0, Command::Snapshot)? {
-            Answer::Client(s) => Ok(*s),
+            Answer::Client(mut s) => {
+                for ns in std::mem::take(&mut s.ack_hold_ns) {
+                    self.registry.record_off_core(Latency::AckHold, ns);
+                }
+                for ns in std::mem::take(&mut s.replication_rtt_ns) {
+                    self.registry.record_off_core(Latency::ReplicationRtt, ns);
+                }
+                Ok(*s)
+            }
             other => Err(CtlError::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Collects the cores' latency samples before their buffers fill; the box calls it now and then
+    /// (every second) from a thread of its own. Does nothing on a standby that is still watching.
+    pub fn refresh(&self) {
+        if self.serving() {
+            let _ = self.client_snapshot();
         }
     }
 
@@ -354,13 +371,13 @@ impl BoxControl {
 
     /// The summary snapshot and, when the cores serve, their own snapshots (one request to each core).
     fn gather(&self) -> Result<(stats::StatsSnapshot, Option<(ClientSnapshot, ServerSnapshot)>), CtlError> {
-        let mut snap = self.registry.snapshot();
         if !self.serving() {
             // A watching standby has no cores running: its latency figures (none yet) and zero counters.
-            return Ok((snap, None));
+            return Ok((self.registry.snapshot(), None));
         }
         let a = self.client_snapshot()?;
         let b = self.server_snapshot()?;
+        let mut snap = self.registry.snapshot();
         let pa = port_stats(
             &a.port,
             &a.io,

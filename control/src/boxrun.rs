@@ -400,12 +400,17 @@ pub fn run_primary<P: Port + Send + 'static>(
     a.attach_control(port_a);
     b.attach_control(port_b);
     let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], None)?);
-    let control = start_control(cfg, ctl)?;
+    let control = start_control(cfg, ctl.clone())?;
     let ha = spawn_core(CoreSpec { name: "core-a".into(), pin: pin(0), mode }, clock, a)?;
     let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;
     tracing::info!(box_name = %cfg.box_.name, "serving");
+    let mut refreshed = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(std::time::Duration::from_millis(20));
+        if refreshed.elapsed() >= std::time::Duration::from_secs(1) {
+            refreshed = std::time::Instant::now();
+            ctl.refresh();
+        }
     }
     control.server.shutdown();
     drop(control.metrics);

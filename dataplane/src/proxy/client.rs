@@ -913,7 +913,10 @@ impl<P: Port> ClientCore<P> {
                     f.fins_saved = fins;
                     f.server_changed = false;
                 }
-                Ok(()) => f.standby = Standby::Waiting,
+                Ok(()) => {
+                    f.standby = Standby::Waiting;
+                    self.ctl.replication_offered(now, id.to_u64());
+                }
                 Err(ReplicateError::Busy) => {}
                 Err(ReplicateError::Unprotectable) => {
                     self.stats.unprotected += 1;
@@ -978,6 +981,7 @@ impl<P: Port> ClientCore<P> {
                 self.io.emit(now, |b| build_tcp_frame(b, &hdr, &repr));
             }
         }
+        self.ctl.ack_probe(now, id.to_u64(), conn.rcv_nxt(), conn.ack_sent());
         if conn.state() == State::Closed {
             over = true;
         }
@@ -1094,6 +1098,7 @@ impl<P: Port> Steppable for ClientCore<P> {
                         f.standby = Standby::Confirmed;
                         work += 1;
                         self.mark(id);
+                        self.ctl.replication_confirmed(now, flow);
                     }
                 }
             }

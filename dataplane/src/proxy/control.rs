@@ -12,6 +12,11 @@
 //! writer thread of the box empties into a pcap file: the core never touches a file, and when the writer
 //! falls behind, frames are counted as dropped rather than waited for.
 //!
+//! Latency is sampled, not traced per byte: a few [`Probes`] at a time follow one byte each, from the
+//! moment its flow is serviced with it unacknowledged to the ACK that covers it (ACK hold), and one
+//! flow-opened record each from its offer to the standby's confirmation (replication round trip). The
+//! samples wait in a bounded buffer for the control thread; the core never touches a histogram.
+//!
 //! [`LogLimiter`] keeps hot-path logging (a flood of malformed frames) to a few lines a second, each
 //! reporting how many were suppressed since the last.
 
@@ -192,6 +197,10 @@ pub struct ClientSnapshot {
     pub standby_attached: Option<bool>,
     pub draining_all: bool,
     pub capture: CaptureStatus,
+    /// Latency samples (nanoseconds) since the last snapshot, and how many were dropped in all.
+    pub ack_hold_ns: Vec<u64>,
+    pub replication_rtt_ns: Vec<u64>,
+    pub samples_dropped: u64,
 }
 
 /// Core B's counters and gauges at one moment.
@@ -327,6 +336,86 @@ impl LogLimiter {
     }
 }
 
+/// Probes of each kind in flight at once per core.
+pub const PROBES: usize = 8;
+/// Samples kept for the control thread per kind; beyond this they are counted as dropped.
+pub const SAMPLES: usize = 4096;
+/// A new ACK-hold probe starts at most this often.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// A probe that has not completed after this long is abandoned (its flow closed, or was reset).
+pub const PROBE_MAX_AGE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    flow: u64,
+    /// ACK hold: the sequence number the ACK must reach.
+    target: u32,
+    since: Instant,
+}
+
+/// A few latency probes of one kind and the samples they produced (nanoseconds).
+#[derive(Debug)]
+pub struct Probes {
+    slots: [Option<Probe>; PROBES],
+    next_start: Instant,
+    samples: Vec<u64>,
+    /// Samples lost to a full buffer (nobody read them in time).
+    pub dropped: u64,
+    /// Probes that never completed (their flow ended first).
+    pub abandoned: u64,
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        Probes {
+            slots: [None; PROBES],
+            next_start: Instant::ZERO,
+            samples: Vec::with_capacity(SAMPLES),
+            dropped: 0,
+            abandoned: 0,
+        }
+    }
+}
+
+impl Probes {
+    fn record(&mut self, nanos: u64) {
+        if self.samples.len() < SAMPLES {
+            self.samples.push(nanos);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The probe following `flow`, if any.
+    fn find(&mut self, flow: u64) -> Option<&mut Option<Probe>> {
+        self.slots.iter_mut().find(|s| s.is_some_and(|p| p.flow == flow))
+    }
+
+    /// Starts a probe if a slot is free (or holds one too old to ever complete).
+    fn start(&mut self, probe: Probe) {
+        let now = probe.since;
+        for slot in &mut self.slots {
+            match slot {
+                None => {
+                    *slot = Some(probe);
+                    return;
+                }
+                Some(p) if now >= p.since + PROBE_MAX_AGE => {
+                    self.abandoned += 1;
+                    *slot = Some(probe);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The samples so far, for the control thread; the buffer starts over.
+    pub fn take_samples(&mut self) -> Vec<u64> {
+        std::mem::replace(&mut self.samples, Vec::with_capacity(SAMPLES))
+    }
+}
+
 /// Lines a second that a core logs about bad input at most.
 pub const BAD_INPUT_LOG_RATE: u32 = 5;
 
@@ -343,6 +432,8 @@ pub struct CoreControl {
     capture_taken: u64,
     capture_dropped: u64,
     pub(crate) bad_input_log: LogLimiter,
+    pub(crate) ack_hold: Probes,
+    pub(crate) replication_rtt: Probes,
 }
 
 impl CoreControl {
@@ -357,6 +448,48 @@ impl CoreControl {
             capture_taken: 0,
             capture_dropped: 0,
             bad_input_log: LogLimiter::new(BAD_INPUT_LOG_RATE),
+            ack_hold: Probes::default(),
+            replication_rtt: Probes::default(),
+        }
+    }
+
+    /// Called when a flow has been serviced: completes its ACK-hold probe once the ACK sent covers the
+    /// probed byte, or starts one (now and then) on a byte still unacknowledged.
+    #[inline]
+    pub fn ack_probe(&mut self, now: Instant, flow: u64, rcv_nxt: u32, ack_sent: u32) {
+        let p = &mut self.ack_hold;
+        if let Some(slot) = p.find(flow) {
+            if let Some(probe) = *slot {
+                if crate::gate::seq_le(probe.target, ack_sent) {
+                    *slot = None;
+                    p.record(now.saturating_duration_since(probe.since).as_nanos() as u64);
+                }
+            }
+            return;
+        }
+        if now >= p.next_start && crate::gate::seq_lt(ack_sent, rcv_nxt) {
+            p.next_start = now + PROBE_INTERVAL;
+            p.start(Probe { flow, target: rcv_nxt, since: now });
+        }
+    }
+
+    /// A flow's record was offered to the standby.
+    #[inline]
+    pub fn replication_offered(&mut self, now: Instant, flow: u64) {
+        let p = &mut self.replication_rtt;
+        if p.find(flow).is_none() {
+            p.start(Probe { flow, target: 0, since: now });
+        }
+    }
+
+    /// The standby confirmed a flow's record.
+    #[inline]
+    pub fn replication_confirmed(&mut self, now: Instant, flow: u64) {
+        let p = &mut self.replication_rtt;
+        if let Some(slot) = p.find(flow) {
+            if let Some(probe) = slot.take() {
+                p.record(now.saturating_duration_since(probe.since).as_nanos() as u64);
+            }
         }
     }
 
@@ -531,6 +664,43 @@ mod tests {
         assert!(!c.capture_status().active, "three frames taken: the capture is over");
         assert_eq!(rx.recv().unwrap().data, vec![10; 3]);
         assert!(rx.recv().is_err(), "the sender is dropped when the capture ends");
+    }
+
+    #[test]
+    fn ack_hold_probes_time_one_byte_from_service_to_its_ack() {
+        let mut c = CoreControl::new(1);
+        let t = |ms| Instant::from_millis(ms);
+        // Nothing withheld: no probe.
+        c.ack_probe(t(1), 7, 100, 100);
+        // 50 bytes withheld on flow 7: a probe on byte 149.
+        c.ack_probe(t(2), 7, 150, 100);
+        // Too soon for another probe on flow 8.
+        c.ack_probe(t(3), 8, 10, 5);
+        c.ack_probe(t(5), 7, 200, 149);
+        assert!(c.ack_hold.take_samples().is_empty(), "not yet covered");
+        c.ack_probe(t(9), 7, 200, 150);
+        assert_eq!(c.ack_hold.take_samples(), vec![7_000_000]);
+        // Sequence numbers wrap.
+        c.ack_probe(t(20), 9, 5, u32::MAX - 5);
+        c.ack_probe(t(21), 9, 9, 6);
+        assert_eq!(c.ack_hold.take_samples(), vec![1_000_000]);
+        // Replication: offer to confirmation; a second offer of the same flow keeps the first time.
+        c.replication_offered(t(30), 1);
+        c.replication_offered(t(31), 1);
+        c.replication_confirmed(t(33), 1);
+        c.replication_confirmed(t(34), 2);
+        assert_eq!(c.replication_rtt.take_samples(), vec![3_000_000]);
+        // Probes whose flow went away are reused after PROBE_MAX_AGE.
+        for f in 0..PROBES as u64 {
+            c.replication_offered(t(40), 100 + f);
+        }
+        c.replication_offered(t(41), 999);
+        c.replication_confirmed(t(42), 999);
+        assert!(c.replication_rtt.take_samples().is_empty(), "every slot busy: not probed");
+        let later = t(40) + PROBE_MAX_AGE;
+        c.replication_offered(later, 999);
+        c.replication_confirmed(later + Duration::from_millis(1), 999);
+        assert_eq!((c.replication_rtt.take_samples(), c.replication_rtt.abandoned), (vec![1_000_000], 1));
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl<P: Port> ClientCore<P> {
         n
     }
 
-    fn control_snapshot(&self, now: Instant) -> ClientSnapshot {
+    fn control_snapshot(&mut self, now: Instant) -> ClientSnapshot {
         let mut listeners: Vec<ListenerSnapshot> = self
             .cfg
             .listeners
@@ -91,6 +91,9 @@ impl<P: Port> ClientCore<P> {
             standby_attached: self.replicator.as_ref().map(|r| r.standby_attached()),
             draining_all: self.ctl.draining_all(),
             capture: self.ctl.capture_status(),
+            ack_hold_ns: self.ctl.ack_hold.take_samples(),
+            replication_rtt_ns: self.ctl.replication_rtt.take_samples(),
+            samples_dropped: self.ctl.ack_hold.dropped + self.ctl.replication_rtt.dropped,
         }
     }
 
