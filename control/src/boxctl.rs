@@ -775,8 +775,13 @@ fn port_stats(
     no_flow: u64,
     rejected: &BTreeMap<&'static str, u64>,
 ) -> PortStats {
-    let checksum = io.bad_frames.iter().filter(|(k, _)| k.contains("checksum")).map(|(_, v)| *v).sum::<u64>();
-    let malformed = io.bad_total().saturating_sub(checksum);
+    let sum = |pat: &str| io.bad_frames.iter().filter(|(k, _)| k.contains(pat)).map(|(_, v)| *v).sum::<u64>();
+    let checksum = sum("checksum");
+    // Well-formed frames of a kind this box does not serve (IPv6, UDP, ARP for hardware it does not
+    // speak): not malformed, just not for us.
+    let unsupported = sum("unsupported");
+    let malformed = io.bad_total().saturating_sub(checksum).saturating_sub(unsupported);
+    let not_for_us = not_for_us.saturating_add(unsupported);
     let drops = DropCause::ALL
         .iter()
         .map(|&c| {
