@@ -218,7 +218,7 @@ impl BoxControl {
         match self.ask(core, command)? {
             Answer::Done(Ok(())) => Ok(()),
             Answer::Done(Err(e)) => Err(control_error(e)),
-            other => Err(CtlError::internal(format!("unexpected answer {other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -234,22 +234,30 @@ impl BoxControl {
                 }
                 Ok(*s)
             }
-            other => Err(CtlError::internal(format!("unexpected answer {other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
     /// Collects the cores' latency samples before their buffers fill; the box calls it now and then
     /// (every second) from a thread of its own. Does nothing on a standby that is still watching.
     pub fn refresh(&self) {
-        if self.serving() {
-            let _ = self.client_snapshot();
+        if !self.serving() {
+            return;
+        }
+        if let Ok(Answer::Samples { ack_hold_ns, replication_rtt_ns }) = self.ask(0, Command::Samples) {
+            for ns in ack_hold_ns {
+                self.registry.record_off_core(Latency::AckHold, ns);
+            }
+            for ns in replication_rtt_ns {
+                self.registry.record_off_core(Latency::ReplicationRtt, ns);
+            }
         }
     }
 
     fn server_snapshot(&self) -> Result<ServerSnapshot, CtlError> {
         match self.ask(1, Command::Snapshot)? {
             Answer::Server(s) => Ok(*s),
-            other => Err(CtlError::internal(format!("unexpected answer {other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -484,7 +492,7 @@ impl BoxControl {
                     "truncated": truncated,
                 }))
             }
-            other => Err(CtlError::internal(format!("unexpected answer {other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -513,7 +521,7 @@ impl BoxControl {
             Answer::Flow(None) => Err(CtlError::invalid_argument(format!(
                 "args.id: no flow {id} (it may have closed; `flows` lists the open ones)"
             ))),
-            other => Err(CtlError::internal(format!("unexpected answer {other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -756,6 +764,14 @@ impl ControlHandler for BoxControl {
     }
 }
 
+/// An answer of the wrong kind: the core's refusal, or a bug.
+fn unexpected(answer: Answer) -> CtlError {
+    match answer {
+        Answer::Done(Err(e)) => control_error(e),
+        other => CtlError::internal(format!("unexpected answer {other:?}")),
+    }
+}
+
 fn control_error(e: ControlError) -> CtlError {
     match e {
         ControlError::Policy(..)
@@ -763,7 +779,7 @@ fn control_error(e: ControlError) -> CtlError {
         | ControlError::NoSuchBackend
         | ControlError::Pool(_) => CtlError::invalid_argument(e.to_string()),
         ControlError::NoSuchListener => CtlError::invalid_argument(format!("args.listener: {e}")),
-        ControlError::CaptureBusy => CtlError::unavailable(e.to_string()),
+        ControlError::CaptureBusy | ControlError::Busy => CtlError::unavailable(e.to_string()),
         ControlError::WrongCore => CtlError::internal(e.to_string()),
     }
 }

@@ -337,6 +337,20 @@ impl<K: FlowKey, V> FlowTable<K, V> {
         expired
     }
 
+    /// The live flows in slots `from..from + max`, and the slot to continue from (0 once the last slot
+    /// is covered): a walk over a big table spread across many steps, `max` slots at a time.
+    pub fn scan(&self, from: usize, max: usize) -> (impl Iterator<Item = (FlowId, &K, &V)> + '_, usize) {
+        let start = from.min(self.slots.len());
+        let end = start.saturating_add(max).min(self.slots.len());
+        let next = if end >= self.slots.len() { 0 } else { end };
+        let it = self.slots.get(start..end).unwrap_or(&[]).iter().enumerate().filter_map(move |(i, s)| {
+            s.entry
+                .as_ref()
+                .map(|(k, v)| (FlowId { index: (start + i) as u32, generation: s.generation }, k, v))
+        });
+        (it, next)
+    }
+
     /// Every live flow, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (FlowId, &K, &V)> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
@@ -475,6 +489,29 @@ mod tests {
         assert_eq!(t.remove(a), None);
         assert_eq!(t.len(), 1);
         assert_eq!(t.stats().drops_exists, 1);
+    }
+
+    #[test]
+    fn a_scan_in_chunks_visits_every_live_flow_once() {
+        let mut t: FlowTable<ClientKey, u32> = FlowTable::new(10, T, 1).unwrap();
+        let ids: Vec<FlowId> = (0..6).map(|i| t.insert(ck(i), i, Instant::ZERO).unwrap()).collect();
+        t.remove(ids[2]);
+        let (mut seen, mut cursor, mut chunks) = (Vec::new(), 0, 0);
+        loop {
+            let (flows, next) = t.scan(cursor, 4);
+            seen.extend(flows.map(|(id, _, v)| (id, *v)));
+            chunks += 1;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(chunks, 3, "ten slots, four at a time");
+        let want: Vec<(FlowId, u32)> = t.iter().map(|(id, _, v)| (id, *v)).collect();
+        assert_eq!((seen.len(), seen), (5, want));
+        // A cursor past the end (the table is fixed-size, but a caller may hold a stale one) is empty.
+        let (flows, next) = t.scan(99, 4);
+        assert_eq!((flows.count(), next), (0, 0));
     }
 
     #[test]

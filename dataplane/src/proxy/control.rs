@@ -8,6 +8,10 @@
 //! [`CoreRequest`] carries its own reply channel of capacity one; the core answers with `try_send`, which
 //! never blocks (an asker that gave up is simply not answered). The asker waits off the core, with a timeout.
 //!
+//! Answers that walk the flow table (`Snapshot`'s per-listener gauges, `Flows`) walk it [`SCAN_CHUNK`]
+//! slots per step, however big the table, and answer when the walk is done: a million-flow table costs
+//! a few hundred short steps, never one long one.
+//!
 //! Packet capture copies the first `snaplen` bytes of each received frame into a bounded channel that a
 //! writer thread of the box empties into a pcap file: the core never touches a file, and when the writer
 //! falls behind, frames are counted as dropped rather than waited for.
@@ -35,6 +39,8 @@ pub const COMMANDS_PER_STEP: usize = 4;
 pub const REQUEST_QUEUE: usize = 64;
 /// Captured frames queued toward the writer at most; beyond this they are counted as dropped.
 pub const CAPTURE_QUEUE: usize = 4096;
+/// Flow-table slots a walk covers per step.
+pub const SCAN_CHUNK: usize = 4096;
 
 /// Coarse phase of a flow, as `flows` filters it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,6 +107,9 @@ pub struct CapturedFrame {
 pub enum Command {
     /// Counters and gauges ([`Answer::Client`] from core A, [`Answer::Server`] from core B).
     Snapshot,
+    /// Only the latency samples gathered since the last time ([`Answer::Samples`], core A): cheap, for
+    /// collecting them before the core's buffer fills.
+    Samples,
     /// Up to `limit` flows that pass the filter (core A).
     Flows { filter: FlowFilter, limit: usize },
     /// One flow's full state, by the id `Flows` shows (core A).
@@ -122,6 +131,7 @@ pub enum Answer {
     Server(Box<ServerSnapshot>),
     Flows(Vec<FlowSummary>),
     Flow(Option<Box<FlowDetail>>),
+    Samples { ack_hold_ns: Vec<u64>, replication_rtt_ns: Vec<u64> },
     Done(Result<(), ControlError>),
 }
 
@@ -142,6 +152,8 @@ pub enum ControlError {
     NoSuchBackend,
     #[error("a capture is already running on this port")]
     CaptureBusy,
+    #[error("the core has too many requests waiting for a walk of its flow table; try again")]
+    Busy,
 }
 
 /// Per-listener counters that the control port keeps for core A.
@@ -264,6 +276,30 @@ pub struct FlowDetail {
     pub s2c_fin: bool,
     /// `not_replicated`, `to_offer`, `waiting` or `confirmed`.
     pub standby: &'static str,
+}
+
+/// What a walk of the flow table adds up per listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub active_flows: u64,
+    pub withheld_bytes: u64,
+    pub bytes_from_clients: u64,
+    pub bytes_to_clients: u64,
+}
+
+/// What a walk of the flow table is for.
+#[derive(Debug)]
+pub(crate) enum ScanKind {
+    Census(Vec<Tally>),
+    Flows { filter: FlowFilter, limit: usize, found: Vec<FlowSummary> },
+}
+
+/// A walk of the flow table in progress, and the requests waiting for it.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub kind: ScanKind,
+    pub cursor: usize,
+    pub waiting: Vec<CoreRequest>,
 }
 
 /// One request to a core with the channel its answer goes back on.
@@ -434,6 +470,9 @@ pub struct CoreControl {
     pub(crate) bad_input_log: LogLimiter,
     pub(crate) ack_hold: Probes,
     pub(crate) replication_rtt: Probes,
+    pub(crate) scan: Option<Scan>,
+    /// Requests that need a walk of their own, waiting for the running one.
+    pub(crate) deferred: std::collections::VecDeque<CoreRequest>,
 }
 
 impl CoreControl {
@@ -450,6 +489,8 @@ impl CoreControl {
             bad_input_log: LogLimiter::new(BAD_INPUT_LOG_RATE),
             ack_hold: Probes::default(),
             replication_rtt: Probes::default(),
+            scan: None,
+            deferred: std::collections::VecDeque::new(),
         }
     }
 

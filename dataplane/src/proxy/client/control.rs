@@ -8,8 +8,8 @@ use crate::flow::FlowId;
 use crate::gate::AckPolicy;
 use crate::port::Port;
 use crate::proxy::control::{
-    Answer, BackendOp, ClientSnapshot, Command, ControlError, ControlPort, EngineState, FlowDetail,
-    FlowFilter, FlowPhase, FlowSummary, ListenerSnapshot,
+    Answer, BackendOp, ClientSnapshot, Command, ControlError, ControlPort, CoreRequest, EngineState,
+    FlowDetail, FlowPhase, FlowSummary, ListenerSnapshot, Scan, ScanKind, Tally, REQUEST_QUEUE, SCAN_CHUNK,
 };
 use crate::time::Instant;
 use std::net::SocketAddrV4;
@@ -20,45 +20,146 @@ impl<P: Port> ClientCore<P> {
         self.ctl.attach(port);
     }
 
-    /// Answers the requests waiting (a few per step at most). Returns how many were answered.
+    /// Answers the requests waiting (a few per step at most) and moves a walk of the flow table one chunk
+    /// on. Returns the work done (a walk in progress counts, so an adaptive loop does not nap on it).
     pub(super) fn serve_control(&mut self, now: Instant) -> usize {
         let mut n = 0;
+        while self.ctl.scan.is_none() {
+            let Some(req) = self.ctl.deferred.pop_front() else { break };
+            self.take_request(req);
+        }
         while let Some(req) = self.ctl.next_request(n) {
             n += 1;
-            let answer = match &req.command {
-                Command::Snapshot => Answer::Client(Box::new(self.control_snapshot(now))),
-                Command::Flows { filter, limit } => Answer::Flows(self.control_flows(filter, *limit)),
-                Command::Flow { id } => Answer::Flow(self.control_flow(*id).map(Box::new)),
-                Command::SetPolicy { listener, policy } => {
-                    Answer::Done(self.control_set_policy(*listener, *policy))
-                }
-                Command::Backend { listener, op, addr, weight } => {
-                    Answer::Done(self.control_backend(*listener, *op, *addr, *weight))
-                }
-                Command::Drain { listener } => Answer::Done(self.ctl.drain(*listener)),
-                Command::Capture { count, snaplen, sink } => {
-                    Answer::Done(self.ctl.start_capture(*count, *snaplen, sink.clone()))
-                }
-            };
-            req.answer(answer);
+            self.take_request(req);
+        }
+        if self.ctl.scan.is_some() {
+            self.scan_step(now);
+            n += 1;
         }
         n
     }
 
-    fn control_snapshot(&mut self, now: Instant) -> ClientSnapshot {
-        let mut listeners: Vec<ListenerSnapshot> = self
+    fn take_request(&mut self, req: CoreRequest) {
+        let answer = match &req.command {
+            Command::Snapshot | Command::Flows { .. } => return self.begin_scan(req),
+            Command::Samples => Answer::Samples {
+                ack_hold_ns: self.ctl.ack_hold.take_samples(),
+                replication_rtt_ns: self.ctl.replication_rtt.take_samples(),
+            },
+            Command::Flow { id } => Answer::Flow(self.control_flow(*id).map(Box::new)),
+            Command::SetPolicy { listener, policy } => {
+                Answer::Done(self.control_set_policy(*listener, *policy))
+            }
+            Command::Backend { listener, op, addr, weight } => {
+                Answer::Done(self.control_backend(*listener, *op, *addr, *weight))
+            }
+            Command::Drain { listener } => Answer::Done(self.ctl.drain(*listener)),
+            Command::Capture { count, snaplen, sink } => {
+                Answer::Done(self.ctl.start_capture(*count, *snaplen, sink.clone()))
+            }
+        };
+        req.answer(answer);
+    }
+
+    /// Starts a walk for `req`, or joins the census under way, or waits for the walk under way.
+    fn begin_scan(&mut self, req: CoreRequest) {
+        match (&mut self.ctl.scan, &req.command) {
+            (Some(Scan { kind: ScanKind::Census(_), waiting, .. }), Command::Snapshot) => waiting.push(req),
+            (Some(_), _) if self.ctl.deferred.len() >= REQUEST_QUEUE => {
+                req.answer(Answer::Done(Err(ControlError::Busy)))
+            }
+            (Some(_), _) => self.ctl.deferred.push_back(req),
+            (None, Command::Snapshot) => {
+                let tallies = vec![Tally::default(); self.cfg.listeners.len()];
+                self.ctl.scan = Some(Scan { kind: ScanKind::Census(tallies), cursor: 0, waiting: vec![req] });
+            }
+            (None, Command::Flows { filter, limit }) => {
+                let kind = ScanKind::Flows { filter: *filter, limit: *limit, found: Vec::new() };
+                self.ctl.scan = Some(Scan { kind, cursor: 0, waiting: vec![req] });
+            }
+            (None, _) => req.answer(Answer::Done(Err(ControlError::WrongCore))),
+        }
+    }
+
+    /// One chunk of the walk under way; answers its requests when it is done.
+    fn scan_step(&mut self, now: Instant) {
+        let Some(mut scan) = self.ctl.scan.take() else { return };
+        let (flows, next) = self.flows.scan(scan.cursor, SCAN_CHUNK);
+        let mut full = false;
+        match &mut scan.kind {
+            ScanKind::Census(tallies) => {
+                for (_, _, f) in flows {
+                    if let Some(t) = tallies.get_mut(usize::from(f.listener)) {
+                        t.active_flows += 1;
+                        t.withheld_bytes += withheld(f);
+                        if let Some(c) = f.conn() {
+                            t.bytes_from_clients = t.bytes_from_clients.wrapping_add(c.counters().bytes_in);
+                            t.bytes_to_clients = t.bytes_to_clients.wrapping_add(c.counters().bytes_out);
+                        }
+                    }
+                }
+            }
+            ScanKind::Flows { filter, limit, found } => {
+                for (id, key, f) in flows {
+                    let s = self.summary(id, key.client, key.vip, f);
+                    let mut peers = [s.client, s.client];
+                    if let Some(b) = s.backend {
+                        peers[1] = b;
+                    }
+                    if filter.matches(s.listener, s.phase, &peers) {
+                        found.push(s);
+                        if found.len() >= *limit {
+                            full = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        scan.cursor = next;
+        if next != 0 && !full {
+            self.ctl.scan = Some(scan);
+            return;
+        }
+        match scan.kind {
+            ScanKind::Census(tallies) => {
+                let mut snap = self.control_snapshot(now, &tallies);
+                for req in scan.waiting {
+                    let this = snap.clone();
+                    // The samples go to one asker only: each is recorded once.
+                    snap.ack_hold_ns.clear();
+                    snap.replication_rtt_ns.clear();
+                    req.answer(Answer::Client(Box::new(this)));
+                }
+            }
+            ScanKind::Flows { found, .. } => {
+                let mut found = Some(found);
+                for req in scan.waiting {
+                    req.answer(Answer::Flows(found.take().unwrap_or_default()));
+                }
+            }
+        }
+    }
+
+    fn control_snapshot(&mut self, now: Instant, tallies: &[Tally]) -> ClientSnapshot {
+        let listeners: Vec<ListenerSnapshot> = self
             .cfg
             .listeners
             .iter()
             .enumerate()
             .map(|(i, l)| {
                 let li = u16::try_from(i).unwrap_or(u16::MAX);
+                let t = tallies.get(i).copied().unwrap_or_default();
+                let mut counters = self.ctl.counters.get(i).copied().unwrap_or_default();
+                // Closed flows' bytes are in the counters; open ones' come from the walk.
+                counters.bytes_from_clients = counters.bytes_from_clients.wrapping_add(t.bytes_from_clients);
+                counters.bytes_to_clients = counters.bytes_to_clients.wrapping_add(t.bytes_to_clients);
                 ListenerSnapshot {
                     policy: self.ctl.policy(li).unwrap_or(l.policy),
                     draining: self.ctl.draining(li),
-                    active_flows: 0,
-                    withheld_bytes: 0,
-                    counters: self.ctl.counters.get(i).copied().unwrap_or_default(),
+                    active_flows: t.active_flows,
+                    withheld_bytes: t.withheld_bytes,
+                    counters,
                     backends: self
                         .pools
                         .get(i)
@@ -68,19 +169,6 @@ impl<P: Port> ClientCore<P> {
                 }
             })
             .collect();
-        // One pass over the table: O(flows) on the core, once per `stats` request.
-        for (_, _, f) in self.flows.iter() {
-            if let Some(l) = listeners.get_mut(usize::from(f.listener)) {
-                l.active_flows += 1;
-                l.withheld_bytes += withheld(f);
-                if let Some(c) = f.conn() {
-                    l.counters.bytes_from_clients =
-                        l.counters.bytes_from_clients.wrapping_add(c.counters().bytes_in);
-                    l.counters.bytes_to_clients =
-                        l.counters.bytes_to_clients.wrapping_add(c.counters().bytes_out);
-                }
-            }
-        }
         ClientSnapshot {
             at: now,
             stats: self.stats.clone(),
@@ -115,22 +203,6 @@ impl<P: Port> ClientCore<P> {
             bytes_from_client: f.conn().map_or(0, |c| c.counters().bytes_in),
             bytes_to_client: f.conn().map_or(0, |c| c.counters().bytes_out),
         }
-    }
-
-    fn control_flows(&self, filter: &FlowFilter, limit: usize) -> Vec<FlowSummary> {
-        let mut out = Vec::new();
-        for (id, key, f) in self.flows.iter() {
-            if out.len() >= limit {
-                break;
-            }
-            let s = self.summary(id, key.client, key.vip, f);
-            let mut peers = vec![s.client];
-            peers.extend(s.backend);
-            if filter.matches(s.listener, s.phase, &peers) {
-                out.push(s);
-            }
-        }
-        out
     }
 
     fn control_flow(&self, id: u64) -> Option<FlowDetail> {
