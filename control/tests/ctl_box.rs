@@ -829,6 +829,7 @@ fn a_standby_answers_while_it_watches_and_serves_everything_once_it_took_over() 
     let st = call(&ssock, Request::Stats(NoArgs {})).result.unwrap();
     assert_eq!(st["latency"]["takeover"]["count"], 1, "{st}");
     assert!(st["core_a"]["flows_opened"].as_u64().unwrap() >= 3, "{st}");
+    assert_eq!(st["listeners"][0]["flows_opened"], 3, "installed flows count as opened: {st}");
     let f = call(&ssock, Request::Flows(FlowsArgs::default()));
     assert!(f.ok, "{:?}", f.error);
     conforms("flows_result", f.result.as_ref().unwrap());

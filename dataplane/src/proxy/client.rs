@@ -320,6 +320,7 @@ impl<P: Port> ClientCore<P> {
         };
         let id = self.flows.insert(key, flow, now)?;
         self.stats.flows_opened += 1;
+        self.ctl.count_opened(listener);
         self.mark(id);
         Ok(id.to_u64())
     }
