@@ -723,7 +723,7 @@ impl BoxControl {
             "count": args.count,
             "snaplen": snaplen,
             "started": true,
-            "note": "frames the port receives; `status` shows the progress",
+            "note": "frames the port receives and sends; `status` shows the progress",
         }))
     }
 

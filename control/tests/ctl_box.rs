@@ -426,11 +426,11 @@ fn a_running_box_answers_every_command_through_its_socket() {
         v.echoed > before + 100_000 && v.conns.iter().all(|c| c.1 == Outcome::Running)
     });
 
-    // capture: five frames of the client port into a pcap file, written off the core.
+    // capture: forty frames in and out of the client port into a pcap file, written off the core.
     let pcap = rig.dir.join("client.pcap");
     let c = rig.ok(Request::Capture(CaptureArgs {
         port: PortName::Client,
-        count: 5,
+        count: 40,
         file: pcap.clone(),
         snaplen: Some(96),
     }));
@@ -441,7 +441,7 @@ fn a_running_box_answers_every_command_through_its_socket() {
         let s = rig.ok(Request::Status(NoArgs {}));
         let job = &s["captures"][0];
         if job["done"] == true {
-            assert_eq!(job["written"], 5, "{s}");
+            assert_eq!(job["written"], 40, "{s}");
             assert!(job["error"].is_null(), "{s}");
             break;
         }
@@ -452,6 +452,7 @@ fn a_running_box_answers_every_command_through_its_socket() {
     assert_eq!(&bytes[..4], &0xa1b2_c3d4u32.to_le_bytes());
     let mut at = 24;
     let mut frames = 0;
+    let (mut from_client, mut from_box) = (0, 0);
     while at < bytes.len() {
         let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
         let orig = u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap()) as usize;
@@ -460,8 +461,14 @@ fn a_running_box_answers_every_command_through_its_socket() {
         assert!(matches!(frame[12..14], [0x08, 0x00] | [0x08, 0x06]), "an Ethernet frame: {frame:02x?}");
         at += 16 + caplen;
         frames += 1;
+        match frame[6..12] {
+            [2, 0x48, 0x46, 20, 0, 1] => from_client += 1,
+            [2, 0, 0, 0, 0, 1] => from_box += 1,
+            _ => {}
+        }
     }
-    assert_eq!(frames, 5);
+    assert_eq!(frames, 40);
+    assert!(from_client > 0 && from_box > 0, "both directions: {from_client} in, {from_box} out");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

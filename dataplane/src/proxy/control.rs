@@ -12,7 +12,8 @@
 //! slots per step, however big the table, and answer when the walk is done: a million-flow table costs
 //! a few hundred short steps, never one long one.
 //!
-//! Packet capture copies the first `snaplen` bytes of each received frame into a bounded channel that a
+//! Packet capture ([`CaptureSlot`], in the core's port I/O) copies the first `snaplen` bytes of each frame
+//! the port receives or sends into a bounded channel that a
 //! writer thread of the box empties into a pcap file: the core never touches a file, and when the writer
 //! falls behind, frames are counted as dropped rather than waited for.
 //!
@@ -341,6 +342,67 @@ struct Capture {
     sink: Sender<CapturedFrame>,
 }
 
+/// A port's packet capture: idle, or taking the next frames in and out of the port. Lives beside the
+/// port in the core's I/O, so both directions pass through it.
+#[derive(Debug, Default)]
+pub struct CaptureSlot {
+    capture: Option<Capture>,
+    taken: u64,
+    dropped: u64,
+}
+
+impl CaptureSlot {
+    /// Hands a frame to a running capture.
+    #[inline]
+    pub fn tap(&mut self, now: Instant, frame: &[u8]) {
+        let Some(cap) = self.capture.as_mut() else { return };
+        let data = frame.get(..cap.snaplen.min(frame.len())).unwrap_or(frame).to_vec();
+        let orig_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let done = match cap.sink.try_send(CapturedFrame { at: now, orig_len, data }) {
+            Ok(()) => {
+                self.taken += 1;
+                cap.remaining = cap.remaining.saturating_sub(1);
+                cap.remaining == 0
+            }
+            Err(TrySendError::Full(_)) => {
+                self.dropped += 1;
+                false
+            }
+            // The writer is gone (its file failed, or the box stops): the capture ends.
+            Err(TrySendError::Disconnected(_)) => true,
+        };
+        if done {
+            // Dropping the sender tells the writer the capture is complete.
+            self.capture = None;
+        }
+    }
+
+    #[inline]
+    pub fn is_active(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    pub fn start(
+        &mut self,
+        count: u32,
+        snaplen: u32,
+        sink: Sender<CapturedFrame>,
+    ) -> Result<(), ControlError> {
+        if self.capture.is_some() {
+            return Err(ControlError::CaptureBusy);
+        }
+        if count > 0 {
+            let snaplen = usize::try_from(snaplen).unwrap_or(usize::MAX).max(1);
+            self.capture = Some(Capture { remaining: count, snaplen, sink });
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> CaptureStatus {
+        CaptureStatus { active: self.capture.is_some(), taken: self.taken, dropped: self.dropped }
+    }
+}
+
 /// Keeps a log line on a hot path to at most `per_second` a second; the first line after a quiet spell
 /// says how many were left out.
 #[derive(Debug, Clone)]
@@ -464,9 +526,6 @@ pub struct CoreControl {
     draining: Vec<bool>,
     drain_all: bool,
     pub(crate) counters: Vec<ListenerCounters>,
-    capture: Option<Capture>,
-    capture_taken: u64,
-    capture_dropped: u64,
     pub(crate) bad_input_log: LogLimiter,
     pub(crate) ack_hold: Probes,
     pub(crate) replication_rtt: Probes,
@@ -483,9 +542,6 @@ impl CoreControl {
             draining: vec![false; listeners],
             drain_all: false,
             counters: vec![ListenerCounters::default(); listeners],
-            capture: None,
-            capture_taken: 0,
-            capture_dropped: 0,
             bad_input_log: LogLimiter::new(BAD_INPUT_LOG_RATE),
             ack_hold: Probes::default(),
             replication_rtt: Probes::default(),
@@ -596,55 +652,6 @@ impl CoreControl {
         }
     }
 
-    /// Hands a received frame to a running capture.
-    #[inline]
-    pub fn tap(&mut self, now: Instant, frame: &[u8]) {
-        let Some(cap) = self.capture.as_mut() else { return };
-        let data = frame.get(..cap.snaplen.min(frame.len())).unwrap_or(frame).to_vec();
-        let orig_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-        let done = match cap.sink.try_send(CapturedFrame { at: now, orig_len, data }) {
-            Ok(()) => {
-                self.capture_taken += 1;
-                cap.remaining = cap.remaining.saturating_sub(1);
-                cap.remaining == 0
-            }
-            Err(TrySendError::Full(_)) => {
-                self.capture_dropped += 1;
-                false
-            }
-            // The writer is gone (its file failed, or the box stops): the capture ends.
-            Err(TrySendError::Disconnected(_)) => true,
-        };
-        if done {
-            // Dropping the sender tells the writer the capture is complete.
-            self.capture = None;
-        }
-    }
-
-    pub(crate) fn start_capture(
-        &mut self,
-        count: u32,
-        snaplen: u32,
-        sink: Sender<CapturedFrame>,
-    ) -> Result<(), ControlError> {
-        if self.capture.is_some() {
-            return Err(ControlError::CaptureBusy);
-        }
-        if count > 0 {
-            let snaplen = usize::try_from(snaplen).unwrap_or(usize::MAX).max(1);
-            self.capture = Some(Capture { remaining: count, snaplen, sink });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn capture_status(&self) -> CaptureStatus {
-        CaptureStatus {
-            active: self.capture.is_some(),
-            taken: self.capture_taken,
-            dropped: self.capture_dropped,
-        }
-    }
-
     pub(crate) fn set_policy(&mut self, listener: u16, policy: AckPolicy) -> Result<(), ControlError> {
         let slot = self.policies.get_mut(usize::from(listener)).ok_or(ControlError::NoSuchListener)?;
         *slot = Some(policy);
@@ -688,21 +695,21 @@ mod tests {
 
     #[test]
     fn a_capture_takes_count_frames_cut_to_snaplen_then_ends() {
-        let mut c = CoreControl::new(1);
+        let mut c = CaptureSlot::default();
         let (tx, rx) = crossbeam_channel::bounded(2);
-        c.start_capture(3, 4, tx.clone()).unwrap();
-        assert_eq!(c.start_capture(1, 4, tx), Err(ControlError::CaptureBusy));
+        c.start(3, 4, tx.clone()).unwrap();
+        assert_eq!(c.start(1, 4, tx), Err(ControlError::CaptureBusy));
         let now = Instant::from_millis(5);
         c.tap(now, &[1, 2, 3, 4, 5, 6]);
         c.tap(now, &[7, 8]);
         // The writer is behind: this one is dropped and counted, not waited for.
         c.tap(now, &[9; 10]);
-        assert_eq!(c.capture_status(), CaptureStatus { active: true, taken: 2, dropped: 1 });
+        assert_eq!(c.status(), CaptureStatus { active: true, taken: 2, dropped: 1 });
         let first = rx.recv().unwrap();
         assert_eq!((first.orig_len, first.data), (6, vec![1, 2, 3, 4]));
         assert_eq!(rx.recv().unwrap().data, vec![7, 8]);
         c.tap(now, &[10; 3]);
-        assert!(!c.capture_status().active, "three frames taken: the capture is over");
+        assert!(!c.status().active, "three frames taken: the capture is over");
         assert_eq!(rx.recv().unwrap().data, vec![10; 3]);
         assert!(rx.recv().is_err(), "the sender is dropped when the capture ends");
     }

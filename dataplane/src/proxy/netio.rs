@@ -40,6 +40,8 @@ pub struct NetIo<P> {
     tx: Vec<PacketBuf>,
     burst: usize,
     pub stats: IoStats,
+    /// A packet capture of this port, both directions (see `proxy::control`).
+    pub capture: super::control::CaptureSlot,
 }
 
 impl<P: Port> NetIo<P> {
@@ -51,6 +53,7 @@ impl<P: Port> NetIo<P> {
             tx: Vec::with_capacity(burst),
             burst,
             stats: IoStats::default(),
+            capture: Default::default(),
         }
     }
 
@@ -59,6 +62,11 @@ impl<P: Port> NetIo<P> {
         let mut rx = std::mem::take(&mut self.rx);
         let n = self.port.recv(now, &mut rx, self.burst);
         self.stats.rx_frames += n as u64;
+        if self.capture.is_active() {
+            for b in &rx {
+                self.capture.tap(now, b.data());
+            }
+        }
         rx
     }
 
@@ -84,6 +92,7 @@ impl<P: Port> NetIo<P> {
             return false;
         };
         buf.truncate(len);
+        self.capture.tap(now, buf.data());
         self.tx.push(buf);
         if self.tx.len() >= self.burst {
             self.flush(now);

@@ -889,7 +889,6 @@ impl<P: Port> Steppable for ServerCore<P> {
         let rx = self.io.recv_burst(now);
         work += rx.len();
         for buf in &rx {
-            self.ctl.tap(now, buf.data());
             self.handle_frame(now, buf.data());
         }
         self.io.recycle(rx);

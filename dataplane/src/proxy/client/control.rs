@@ -55,7 +55,7 @@ impl<P: Port> ClientCore<P> {
             }
             Command::Drain { listener } => Answer::Done(self.ctl.drain(*listener)),
             Command::Capture { count, snaplen, sink } => {
-                Answer::Done(self.ctl.start_capture(*count, *snaplen, sink.clone()))
+                Answer::Done(self.io.capture.start(*count, *snaplen, sink.clone()))
             }
         };
         req.answer(answer);
@@ -178,7 +178,7 @@ impl<P: Port> ClientCore<P> {
             listeners,
             standby_attached: self.replicator.as_ref().map(|r| r.standby_attached()),
             draining_all: self.ctl.draining_all(),
-            capture: self.ctl.capture_status(),
+            capture: self.io.capture.status(),
             ack_hold_ns: self.ctl.ack_hold.take_samples(),
             replication_rtt_ns: self.ctl.replication_rtt.take_samples(),
             samples_dropped: self.ctl.ack_hold.dropped + self.ctl.replication_rtt.dropped,

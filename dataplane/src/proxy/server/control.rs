@@ -24,10 +24,10 @@ impl<P: Port> ServerCore<P> {
                     io: self.io.stats.clone(),
                     port: self.io.port.stats(),
                     flows: self.flows.len(),
-                    capture: self.ctl.capture_status(),
+                    capture: self.io.capture.status(),
                 })),
                 Command::Capture { count, snaplen, sink } => {
-                    Answer::Done(self.ctl.start_capture(*count, *snaplen, sink.clone()))
+                    Answer::Done(self.io.capture.start(*count, *snaplen, sink.clone()))
                 }
                 _ => Answer::Done(Err(ControlError::WrongCore)),
             };
