@@ -19,8 +19,8 @@ use crate::stats::{self, CoreSnapshot, DropCause, ListenerStats, PortStats, Stat
 use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use dataplane::gate::AckPolicy;
 use dataplane::proxy::control::{
-    Answer, BackendOp, CapturedFrame, ClientSnapshot, Command, ControlError, CoreRequest, FlowDetail,
-    FlowFilter, FlowPhase, FlowSummary, ServerSnapshot, CAPTURE_QUEUE,
+    Answer, BackendOp, CapturedFrame, ClientSnapshot, Command, ControlError, CoreRequest, EngineState,
+    FlowDetail, FlowFilter, FlowPhase, FlowSummary, ServerHalfDetail, ServerSnapshot, CAPTURE_QUEUE,
 };
 use dataplane::time::{Clock, Instant, MonotonicClock};
 use serde_json::{json, Value};
@@ -517,7 +517,19 @@ impl BoxControl {
             return Err(self.not_serving("flow"));
         }
         match self.ask(0, Command::Flow { id })? {
-            Answer::Flow(Some(d)) => Ok(self.flow_detail_json(&d)),
+            Answer::Flow(Some(d)) => {
+                let mut v = self.flow_detail_json(&d);
+                // The server half lives on core B; a flow still connecting has none yet.
+                v["server_half"] = match d.server_flow {
+                    Some(sid) => match self.ask(1, Command::Flow { id: sid })? {
+                        Answer::ServerHalf(Some(h)) => server_half_json(&h),
+                        Answer::ServerHalf(None) => Value::Null,
+                        other => return Err(unexpected(other)),
+                    },
+                    None => Value::Null,
+                };
+                Ok(v)
+            }
             Answer::Flow(None) => Err(CtlError::invalid_argument(format!(
                 "args.id: no flow {id} (it may have closed; `flows` lists the open ones)"
             ))),
@@ -527,21 +539,7 @@ impl BoxControl {
 
     fn flow_detail_json(&self, d: &FlowDetail) -> Value {
         let mut v = self.flow_json(&d.summary);
-        v["client_half"] = match &d.engine {
-            Some(e) => json!({
-                "tcp_state": format!("{:?}", e.state),
-                "iss": e.iss, "irs": e.irs,
-                "snd_una": e.snd_una, "snd_max": e.snd_max, "snd_wnd": e.snd_wnd,
-                "rcv_nxt": e.rcv_nxt, "ack_sent": e.ack_sent, "ack_limit": e.ack_limit,
-                "recv_available": e.recv_available, "send_queue": e.send_queue,
-                "segs_in": e.counters.segs_in, "segs_out": e.counters.segs_out,
-                "retransmitted_segs": e.counters.retransmitted_segs,
-                "fast_retransmits": e.counters.fast_retransmits,
-                "timeouts": e.counters.timeouts,
-                "out_of_order_segs": e.counters.out_of_order_segs,
-            }),
-            None => Value::Null,
-        };
+        v["client_half"] = d.engine.as_ref().map_or(Value::Null, engine_json);
         v["relay"] = json!({
             "server_flow": d.server_flow,
             "c2s_sent": d.c2s_sent,
@@ -820,6 +818,41 @@ fn port_stats(
         tx_bytes: p.tx_bytes,
         drops,
     }
+}
+
+fn engine_json(e: &EngineState) -> Value {
+    json!({
+        "tcp_state": format!("{:?}", e.state),
+        "iss": e.iss, "irs": e.irs,
+        "snd_una": e.snd_una, "snd_max": e.snd_max, "snd_wnd": e.snd_wnd,
+        "rcv_nxt": e.rcv_nxt, "ack_sent": e.ack_sent, "ack_limit": e.ack_limit,
+        "recv_available": e.recv_available, "send_queue": e.send_queue,
+        "segs_in": e.counters.segs_in, "segs_out": e.counters.segs_out,
+        "retransmitted_segs": e.counters.retransmitted_segs,
+        "fast_retransmits": e.counters.fast_retransmits,
+        "timeouts": e.counters.timeouts,
+        "out_of_order_segs": e.counters.out_of_order_segs,
+    })
+}
+
+fn server_half_json(h: &ServerHalfDetail) -> Value {
+    let mut v = engine_json(&h.engine);
+    let extra = json!({
+        "snat": h.snat.to_string(),
+        "backend": h.backend.to_string(),
+        "connected": h.connected,
+        "c2s_next": h.c2s_next,
+        "c2s_backlog": h.c2s_backlog,
+        "c2s_acked_by_backend": h.c2s_acked_told,
+        "c2s_fin": h.c2s_fin,
+        "s2c_sent": h.s2c_sent,
+        "s2c_acked_by_client": h.s2c_done,
+        "s2c_fin_forwarded": h.fin_forwarded,
+    });
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    v
 }
 
 fn counters_map(m: &BTreeMap<&'static str, u64>) -> Value {

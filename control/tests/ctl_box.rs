@@ -356,6 +356,10 @@ fn a_running_box_answers_every_command_through_its_socket() {
     let f = rig.ok(Request::Flow(FlowArgs { id }));
     assert_eq!(f["client"], format!("{CLIENT_IP}:40002"));
     assert_eq!(f["client_half"]["tcp_state"], "Established");
+    assert_eq!(f["server_half"]["tcp_state"], "Established", "{f}");
+    assert_eq!(f["server_half"]["backend"], format!("{BACKEND}:{PORT}"));
+    assert_eq!(f["server_half"]["connected"], true);
+    assert!(f["server_half"]["c2s_next"].as_u64().unwrap() > 0, "{f}");
     assert!(f["relay"]["c2s_sent"].as_u64().unwrap() > 0, "{f}");
     assert_eq!(f["standby"], "not_replicated");
     conforms("flow_result", &f);

@@ -113,7 +113,8 @@ pub enum Command {
     Samples,
     /// Up to `limit` flows that pass the filter (core A).
     Flows { filter: FlowFilter, limit: usize },
-    /// One flow's full state, by the id `Flows` shows (core A).
+    /// One flow's full state, by the id `Flows` shows (core A), or its server half by the id core A
+    /// names in `FlowDetail::server_flow` (core B, [`Answer::ServerHalf`]).
     Flow { id: u64 },
     /// The ack policy of the listener's new flows from now on (core A); flows already open keep theirs.
     SetPolicy { listener: u16, policy: AckPolicy },
@@ -132,6 +133,7 @@ pub enum Answer {
     Server(Box<ServerSnapshot>),
     Flows(Vec<FlowSummary>),
     Flow(Option<Box<FlowDetail>>),
+    ServerHalf(Option<Box<ServerHalfDetail>>),
     Samples { ack_hold_ns: Vec<u64>, replication_rtt_ns: Vec<u64> },
     Done(Result<(), ControlError>),
 }
@@ -301,6 +303,24 @@ pub(crate) struct Scan {
     pub kind: ScanKind,
     pub cursor: usize,
     pub waiting: Vec<CoreRequest>,
+}
+
+/// A flow's server half on core B, as `flow` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerHalfDetail {
+    pub snat: SocketAddrV4,
+    pub backend: SocketAddrV4,
+    pub connected: bool,
+    pub engine: EngineState,
+    /// Client bytes handed to the engine, waiting for room, and what the backend acknowledged.
+    pub c2s_next: u64,
+    pub c2s_backlog: usize,
+    pub c2s_acked_told: u64,
+    pub c2s_fin: bool,
+    /// Backend bytes handed to core A, and what the client acknowledged of them.
+    pub s2c_sent: u64,
+    pub s2c_done: u64,
+    pub fin_forwarded: bool,
 }
 
 /// One request to a core with the channel its answer goes back on.

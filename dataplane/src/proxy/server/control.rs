@@ -2,9 +2,13 @@
 //! server port. Flows, policies and pools live on core A, which answers for them.
 
 use super::ServerCore;
+use crate::flow::FlowId;
 use crate::port::Port;
-use crate::proxy::control::{Answer, Command, ControlError, ControlPort, ServerSnapshot};
+use crate::proxy::control::{
+    Answer, Command, ControlError, ControlPort, EngineState, ServerHalfDetail, ServerSnapshot,
+};
 use crate::time::Instant;
+use std::net::SocketAddrV4;
 
 impl<P: Port> ServerCore<P> {
     /// Attaches the control thread's channel; from the next step on, the core answers its requests.
@@ -29,10 +33,44 @@ impl<P: Port> ServerCore<P> {
                 Command::Capture { count, snaplen, sink } => {
                     Answer::Done(self.io.capture.start(*count, *snaplen, sink.clone()))
                 }
+                Command::Flow { id } => Answer::ServerHalf(self.server_half(*id).map(Box::new)),
                 _ => Answer::Done(Err(ControlError::WrongCore)),
             };
             req.answer(answer);
         }
         n
+    }
+
+    fn server_half(&self, id: u64) -> Option<ServerHalfDetail> {
+        let id = FlowId::from_u64(id);
+        let f = self.flows.get(id)?;
+        let key = self.flows.key(id)?;
+        let c = &f.conn;
+        Some(ServerHalfDetail {
+            snat: SocketAddrV4::new(self.cfg.snat, key.snat_port),
+            backend: key.backend,
+            connected: f.connected,
+            engine: EngineState {
+                state: c.state(),
+                iss: c.iss(),
+                irs: c.irs(),
+                snd_una: c.snd_una(),
+                snd_max: c.snd_max(),
+                snd_wnd: c.snd_wnd(),
+                rcv_nxt: c.rcv_nxt(),
+                ack_sent: c.ack_sent(),
+                ack_limit: c.ack_limit(),
+                recv_available: c.recv_available(),
+                send_queue: c.send_queue_len(),
+                counters: *c.counters(),
+            },
+            c2s_next: f.c2s_next,
+            c2s_backlog: f.c2s_backlog.len(),
+            c2s_acked_told: f.c2s_acked_told,
+            c2s_fin: f.c2s_fin,
+            s2c_sent: f.s2c_sent,
+            s2c_done: f.s2c_done,
+            fin_forwarded: f.fin_forwarded,
+        })
     }
 }
