@@ -5,6 +5,7 @@
 //! health checks. Core A asks it to open a flow; it answers once the backend accepted (or refused), then
 //! relays bytes and acknowledgments both ways.
 
+use super::chunk::{Backlog, ChunkPool};
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
 use super::timers::TimerQueue;
@@ -79,7 +80,7 @@ struct ServerFlow {
     s2c_done: u64,
     fin_forwarded: bool,
     /// Client bytes not yet in the engine's send buffer.
-    c2s_backlog: VecDeque<u8>,
+    c2s_backlog: Backlog,
     /// Stream offset just past the last client byte taken; relayed bytes below it are dropped.
     c2s_next: u64,
     c2s_fin: bool,
@@ -108,6 +109,7 @@ pub struct ServerCore<P> {
     /// Flows whose next hop is being resolved beyond what the ARP cache queues.
     arp_waiting: Vec<FlowId>,
     scratch: Vec<u8>,
+    chunks: ChunkPool,
     stats: ServerStats,
     started: bool,
 }
@@ -160,6 +162,7 @@ impl<P: Port> ServerCore<P> {
             arp_requests: Vec::new(),
             arp_waiting: Vec::new(),
             scratch,
+            chunks: ChunkPool::new(),
             stats: ServerStats::default(),
             started: false,
             cfg,
@@ -206,7 +209,7 @@ impl<P: Port> ServerCore<P> {
             s2c_sent: s2c,
             s2c_done: s2c,
             fin_forwarded: false,
-            c2s_backlog: VecDeque::new(),
+            c2s_backlog: Backlog::new(),
             c2s_next: c2s,
             c2s_fin: false,
             c2s_closed: false,
@@ -512,7 +515,7 @@ impl<P: Port> ServerCore<P> {
                 let id = FlowId::from_u64(server);
                 match self.flows.get_mut(id) {
                     Some(f) => {
-                        let r = take_relayed(&mut f.c2s_backlog, &mut f.c2s_next, offset, &chunk);
+                        let r = take_relayed(&mut f.c2s_backlog, &mut f.c2s_next, offset, chunk);
                         self.stats.relay_gaps += u64::from(r.gap);
                         self.stats.bytes_to_backends += r.taken as u64;
                         self.mark(id);
@@ -596,7 +599,7 @@ impl<P: Port> ServerCore<P> {
             s2c_sent: 0,
             s2c_done: 0,
             fin_forwarded: false,
-            c2s_backlog: VecDeque::new(),
+            c2s_backlog: Backlog::new(),
             c2s_next: 0,
             c2s_fin: false,
             c2s_closed: false,
@@ -663,14 +666,7 @@ impl<P: Port> ServerCore<P> {
         }
 
         // Client → backend: into the send buffer as space allows, then the FIN.
-        while !f.c2s_backlog.is_empty() {
-            let (head, _) = f.c2s_backlog.as_slices();
-            let n = conn.send(head);
-            if n == 0 {
-                break;
-            }
-            f.c2s_backlog.drain(..n);
-        }
+        f.c2s_backlog.pump(|b| conn.send(b));
         if f.c2s_fin && !f.c2s_closed && f.c2s_backlog.is_empty() {
             f.c2s_closed = true;
             conn.close();
@@ -697,7 +693,7 @@ impl<P: Port> ServerCore<P> {
                 if n == 0 {
                     break;
                 }
-                let chunk = head[..n].to_vec();
+                let chunk = self.chunks.copy_from(&head[..n]);
                 conn.recv_consume(n);
                 f.s2c_sent += n as u64;
                 room -= n as u64;
