@@ -45,6 +45,10 @@ pub struct ServerStats {
     pub relay_gaps: u64,
     pub table_full: u64,
     pub stray_segments: u64,
+    /// Server halves closed on reaching TIME-WAIT (their SNAT port's quarantine stands in for it).
+    pub time_wait_closed: u64,
+    /// Retransmitted backend FINs to a quarantined port, acknowledged without a flow (no RST).
+    pub quarantine_acks: u64,
     pub segment_errors: BTreeMap<&'static str, u64>,
     pub arp_replies: u64,
     pub arp_requests: u64,
@@ -418,10 +422,43 @@ impl<P: Port> ServerCore<P> {
                 return;
             }
         }
+        if self.snat.is_quarantined(self.cfg.snat.octets(), backend, seg.dst_port) {
+            // A half closed at TIME-WAIT: the port's quarantine is its TIME-WAIT. The one thing that comes
+            // is the backend's FIN again (our last ACK was lost); ACK it as TIME-WAIT would. Nothing gets
+            // a RST here: the backend's old connection may still be closing.
+            if seg.flags.contains(TcpFlags::FIN) && seg.flags.contains(TcpFlags::ACK) {
+                self.stats.quarantine_acks += 1;
+                self.send_time_wait_ack(now, src_mac, backend, seg);
+            }
+            return;
+        }
         self.stats.stray_segments += 1;
         if !seg.flags.contains(TcpFlags::RST) {
             self.send_rst(now, src_mac, backend, seg.dst_port, seg);
         }
+    }
+
+    /// Acknowledges a segment (a retransmitted FIN) for a connection that is gone, from its SNAT port.
+    fn send_time_wait_ack(
+        &mut self,
+        now: Instant,
+        mac: EthernetAddress,
+        to: SocketAddrV4,
+        seg: &TcpRepr<'_>,
+    ) {
+        let ack = TcpRepr {
+            src_port: seg.dst_port,
+            dst_port: to.port(),
+            seq: seg.ack,
+            ack: seg.seq.wrapping_add(seg.segment_len() as u32),
+            flags: TcpFlags::ACK,
+            window: 0,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        let hdr = FrameHeader::new(self.cfg.server_mac, mac, self.snat_addr(), Ipv4Address(to.ip().octets()));
+        self.io.emit(now, |b| build_tcp_frame(b, &hdr, &ack));
     }
 
     fn send_rst(
@@ -769,6 +806,21 @@ impl<P: Port> ServerCore<P> {
             }
         }
         if conn.state() == State::Closed {
+            over = true;
+        }
+        // TIME-WAIT ends here rather than after its timer, once everything is settled: the backend's FIN
+        // acknowledged (no ACK withheld), nothing left to relay, and the client's ACK of that FIN heard
+        // (so core A has nothing more to tell this half). The SNAT port's quarantine, longer than
+        // TIME-WAIT, keeps the 4-tuple unused meanwhile, and a retransmitted FIN is answered from it.
+        // A busy core B's table then holds live flows, not a TIME-WAIT backlog of conn/s x TIME-WAIT.
+        if conn.state() == State::TimeWait
+            && conn.ack_sent() == conn.rcv_nxt()
+            && conn.recv_available() == 0
+            && f.fin_forwarded
+            && f.s2c_done > f.s2c_sent
+            && self.cfg.snat_quarantine >= self.cfg.server_tcp.time_wait
+        {
+            self.stats.time_wait_closed += 1;
             over = true;
         }
 
