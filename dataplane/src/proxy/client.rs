@@ -944,11 +944,8 @@ impl<P: Port> ClientCore<P> {
                 Ipv4Address(key.vip.ip().octets()),
                 Ipv4Address(key.client.ip().octets()),
             );
-            while let Some(t) = conn.poll_transmit(now, &mut self.scratch) {
-                let payload = self.scratch.get(..t.payload_len).unwrap_or(&[]);
-                let repr = TcpRepr { payload, ..t.repr };
-                self.io.emit(now, |b| build_tcp_frame(b, &hdr, &repr));
-            }
+            // Each segment's payload goes from the send buffer straight into its frame.
+            while self.io.emit_segment(now, &hdr, &mut self.scratch, |out| conn.poll_transmit(now, out)) {}
         }
         if conn.state() == State::Closed {
             over = true;

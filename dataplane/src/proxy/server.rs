@@ -795,14 +795,14 @@ impl<P: Port> ServerCore<P> {
                 Ipv4Address(self.cfg.snat.octets()),
                 Ipv4Address(key.backend.ip().octets()),
             );
-            while let Some(t) = conn.poll_transmit(now, &mut self.scratch) {
-                if mac == [0; 6] {
+            if mac == [0; 6] {
+                while conn.poll_transmit(now, &mut self.scratch).is_some() {
                     self.stats.unresolved += 1;
-                    continue;
                 }
-                let payload = self.scratch.get(..t.payload_len).unwrap_or(&[]);
-                let repr = TcpRepr { payload, ..t.repr };
-                self.io.emit(now, |b| build_tcp_frame(b, &hdr, &repr));
+            } else {
+                // Each segment's payload goes from the send buffer straight into its frame.
+                while self.io.emit_segment(now, &hdr, &mut self.scratch, |out| conn.poll_transmit(now, out)) {
+                }
             }
         }
         if conn.state() == State::Closed {
