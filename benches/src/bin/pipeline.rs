@@ -9,8 +9,9 @@
 //! The generator is not a TCP stack: it is a scripted peer on each side that builds frames with
 //! `dataplane::wire` and answers what the proxy sends (SYN-ACKs, ACKs, FINs, ARP) the way a well-behaved
 //! peer would, with as little work of its own as it can. Everything runs in one thread on a virtual
-//! clock; each core's time is measured around its own `step` calls only, so "per core" figures are the
-//! packets a core handled divided by the time that core spent, as if it had a CPU of its own.
+//! clock; each core's CPU time (the thread's, so preemption on a shared machine is not counted) is
+//! measured around its own `step` calls only, so "per core" figures are the packets a core handled
+//! divided by the time that core spent, as if it had a CPU of its own.
 //!
 //! Figures:
 //! - established fast path, client → backend under policy `backend` (every byte's ACK withheld until the
@@ -550,18 +551,18 @@ impl Bench {
         for _ in 0..4 {
             let work = match &mut self.dut {
                 Dut::Proxy(a, b) => {
-                    let t = std::time::Instant::now();
+                    let t = cpu_now();
                     let wa = a.step(now).work;
-                    let t2 = std::time::Instant::now();
+                    let t2 = cpu_now();
                     let wb = b.step(now).work;
-                    self.time_b += t2.elapsed();
-                    self.time_a += t2 - t;
+                    self.time_b += cpu_now().saturating_sub(t2);
+                    self.time_a += t2.saturating_sub(t);
                     wa + wb
                 }
                 Dut::Forwarder(f) => {
-                    let t = std::time::Instant::now();
+                    let t = cpu_now();
                     let n = f.step(now);
-                    self.time_a += t.elapsed();
+                    self.time_a += cpu_now().saturating_sub(t);
                     n
                 }
             };
@@ -589,32 +590,18 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Nanoseconds this thread has spent on a CPU (first field of `/proc/thread-self/schedstat`).
-fn thread_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+/// This thread's CPU time: what a core's `step` calls are measured in, so that time the thread spent
+/// preempted (this machine's cores are shared) is not counted. A reading costs a system call, of which
+/// about half lands inside the measured interval: a bias of a few percent against the cores.
+fn cpu_now() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
 
-/// A measurement window. The cores' times are wall time around their `step` calls; on a shared machine
-/// the thread is sometimes preempted inside one, so every core time is scaled by the fraction of the
-/// window the thread actually ran (preemption hits the cores and the generator alike, in proportion to
-/// their time). Without schedstat the factor is 1 and figures are plain wall-clock ones.
-struct Window {
-    wall: std::time::Instant,
-    cpu: Option<u64>,
-}
-
-impl Window {
-    fn start() -> Self {
-        Window { wall: std::time::Instant::now(), cpu: thread_cpu_ns() }
-    }
-
-    fn running(&self) -> f64 {
-        let wall = self.wall.elapsed().as_nanos() as f64;
-        match (self.cpu, thread_cpu_ns()) {
-            (Some(a), Some(b)) if wall > 0.0 && b > a => ((b - a) as f64 / wall).clamp(0.01, 1.0),
-            _ => 1.0,
-        }
-    }
+/// The median of a measurement's windows.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Opens every flow through the proxy's handshakes, a few per round as a client population would (a
@@ -654,8 +641,8 @@ fn establish(b: &mut Bench, flows: u32) -> Res<()> {
     }
 }
 
-/// Each measurement is split into this many windows and the best one counts: on a machine shared with
-/// other work, the best window is the one least disturbed by it.
+/// Each measurement is split into this many windows and the median counts, so one window disturbed by
+/// other work on the machine does not move the figure.
 const SUB_WINDOWS: u32 = 5;
 
 /// Established fast path with `seg`-byte segments over the flows `b` has open: data segments relayed
@@ -670,28 +657,26 @@ fn fast_path(b: &mut Bench, seg: usize, secs: f64) -> Res<(f64, f64)> {
         b.round(false);
     }
     let mpps = |n: u64, t: f64| if t > 0.0 { n as f64 / t / 1e6 } else { 0.0 };
-    let mut best = (0.0f64, 0.0f64);
+    let (mut a, mut bb) = (Vec::new(), Vec::new());
     for _ in 0..SUB_WINDOWS {
         let segs0 = b.gen.n.0.data_segs;
         let (ta0, tb0) = (b.time_a, b.time_b);
-        let window = Window::start();
-        while window.wall.elapsed().as_secs_f64() < secs / f64::from(SUB_WINDOWS) {
+        let wall = std::time::Instant::now();
+        while wall.elapsed().as_secs_f64() < secs / f64::from(SUB_WINDOWS) {
             for _ in 0..50 {
                 let now = b.clock.now();
                 b.gen.send_data(now, 256);
                 b.round(false);
             }
         }
-        let running = window.running();
         let segs = b.gen.n.0.data_segs - segs0;
-        let ta = (b.time_a - ta0).as_secs_f64() * running;
-        let tb = (b.time_b - tb0).as_secs_f64() * running;
-        best = (best.0.max(mpps(segs, ta)), best.1.max(mpps(segs, tb)));
+        a.push(mpps(segs, (b.time_a - ta0).as_secs_f64()));
+        bb.push(mpps(segs, (b.time_b - tb0).as_secs_f64()));
     }
     if b.gen.n.0.resets > 0 {
         return Err(format!("{} resets during the run", b.gen.n.0.resets).into());
     }
-    Ok(best)
+    Ok((median(a), median(bb)))
 }
 
 /// One flow count, run in a process of its own so that its memory figures start from nothing: the
@@ -785,13 +770,13 @@ fn conn_rate(secs: f64, buffer: usize) -> Res<(f64, f64, u64, f64)> {
     let space = 1_000_000u32;
     let mut b = build(space, 64, buffer, false)?;
     let mut next = 0u32;
-    let mut best = (0.0f64, 0.0f64);
+    let (mut pair, mut busier) = (Vec::new(), Vec::new());
     let (first_done, rx0) = (b.gen.n.0.conns_done, b.rx_frames());
     for _ in 0..SUB_WINDOWS {
         let (ta0, tb0) = (b.time_a, b.time_b);
         let done0 = b.gen.n.0.conns_done;
-        let window = Window::start();
-        while window.wall.elapsed().as_secs_f64() < secs / f64::from(SUB_WINDOWS) {
+        let wall = std::time::Instant::now();
+        while wall.elapsed().as_secs_f64() < secs / f64::from(SUB_WINDOWS) {
             // Keep a few thousand handshakes in progress.
             if b.flows() < 4096 {
                 let now = b.clock.now();
@@ -801,12 +786,12 @@ fn conn_rate(secs: f64, buffer: usize) -> Res<(f64, f64, u64, f64)> {
             }
             b.round(true);
         }
-        let running = window.running();
         let done = (b.gen.n.0.conns_done - done0) as f64;
-        let ta = (b.time_a - ta0).as_secs_f64() * running;
-        let tb = (b.time_b - tb0).as_secs_f64() * running;
+        let ta = (b.time_a - ta0).as_secs_f64();
+        let tb = (b.time_b - tb0).as_secs_f64();
         if ta > 0.0 && tb > 0.0 {
-            best = (best.0.max(done / (ta + tb)), best.1.max(done / ta.max(tb)));
+            pair.push(done / (ta + tb));
+            busier.push(done / ta.max(tb));
         }
     }
     let done = b.gen.n.0.conns_done - first_done;
@@ -816,7 +801,7 @@ fn conn_rate(secs: f64, buffer: usize) -> Res<(f64, f64, u64, f64)> {
             eprintln!("core A: {:?}\ncore B: {:?}", a.stats(), b.stats());
         }
     }
-    Ok((best.0, best.1, b.gen.n.0.resets, frames))
+    Ok((median(pair), median(busier), b.gen.n.0.resets, frames))
 }
 
 impl Bench {
@@ -869,11 +854,11 @@ fn main() -> Res<()> {
     println!(
         "holdfast pipeline: core A + core B over in-memory links, policy backend, one thread, virtual clock"
     );
-    println!("per-core Mpps = data segments relayed / time spent in that core's step calls (corrected for");
+    println!("per-core Mpps = data segments relayed / CPU time of that core's step calls (median of");
     println!(
-        "preemption; best of {SUB_WINDOWS} windows); baseline = the same generator through an L2 forwarder"
+        "{SUB_WINDOWS} windows); baseline = the same generator through an L2 forwarder on the same links,"
     );
-    println!("on the same links, in the same run");
+    println!("in the same run");
     println!();
     println!(
         "{:>8} {:>7} | {:>11} {:>11} | {:>11} | {:>7} {:>7}",
