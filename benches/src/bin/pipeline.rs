@@ -713,6 +713,17 @@ impl FlowRun {
         (r.a64, r.b64) = fast_path(&mut b, 64, secs)?;
         (r.a1460, r.b1460) = fast_path(&mut b, 1460, secs)?;
         r.busy = per_flow(rss_bytes());
+        if std::env::var_os("PIPELINE_DEBUG").is_some() {
+            if let Dut::Proxy(a, b) = &b.dut {
+                eprintln!(
+                    "core A: {:?} {:?}\ncore B: {:?} {:?}",
+                    a.stats(),
+                    a.io_stats(),
+                    b.stats(),
+                    b.io_stats()
+                );
+            }
+        }
         r.rss = rss_bytes();
         drop(b);
         let mut f = build(flows, 64, buffer, true)?;
