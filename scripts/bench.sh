@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh                      # flows 1,10000,1000000, 1 s per figure (about a minute, 3.5 GB RSS at 1M)
 #   BENCH_FLOWS=1,10000 BENCH_SECS=3 scripts/bench.sh
+#   BENCH_NIC_RX_CHECKSUM=1 scripts/bench.sh   # the cores trust received checksums, as behind a NIC
 #   scripts/bench.sh --criterion          # also the criterion micro-benches (wire, tcp, flow, port, replication)
 #
 # Figures are per core: each core's time is measured around its own step calls in a one-thread run on a
@@ -15,11 +16,13 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 flows="${BENCH_FLOWS:-1,10000,1000000}"
 secs="${BENCH_SECS:-1}"
 buffer="${BENCH_BUFFER:-16384}"
+extra=()
+[[ -n "${BENCH_NIC_RX_CHECKSUM:-}" ]] && extra+=(--nic-rx-checksum)
 
 cargo build --release -q -p holdfast-benches --bin pipeline
 target="${CARGO_TARGET_DIR:-target}"
 echo "== pipeline: flows $flows, $secs s per figure, buffers $buffer B ($(date -u +%FT%TZ), load: $(cut -d' ' -f1-3 /proc/loadavg))"
-"$target/release/pipeline" --flows "$flows" --secs "$secs" --buffer "$buffer"
+"$target/release/pipeline" "${extra[@]}" --flows "$flows" --secs "$secs" --buffer "$buffer"
 
 if [[ "${1:-}" == "--criterion" ]]; then
     echo

@@ -35,6 +35,7 @@ use dataplane::wire::{
 };
 use std::error::Error;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -55,6 +56,9 @@ const BURST: usize = 32;
 /// much larger than the last-level cache makes every frame a cache miss that a NIC's per-core mempool
 /// cache (last in, first out) would not; 8,192 buffers (16 MiB) cover every frame a round has in flight.
 const POOL_BUFFERS: usize = 8192;
+/// `--nic-rx-checksum`: the cores trust received checksums, as they would behind a NIC that verifies
+/// them (every NIC the dataplane targets does); the default verifies each one in software.
+static NIC_RX_CHECKSUM: AtomicBool = AtomicBool::new(false);
 
 fn client_addr(i: u32) -> (Ipv4Addr, u16) {
     (Ipv4Addr::from(0xC613_0000 | (i / PORTS_PER_IP)), 10_000 + (i % PORTS_PER_IP) as u16)
@@ -101,7 +105,11 @@ fn config(max_flows: u32, buffer: usize) -> ProxyConfig {
         probe_ports: (61_000, 61_999),
         snat_quarantine: Duration::from_millis(5),
         burst: BURST,
-        checksum: ChecksumMode::Verify,
+        checksum: if NIC_RX_CHECKSUM.load(Ordering::Relaxed) {
+            ChecksumMode::Skip
+        } else {
+            ChecksumMode::Verify
+        },
         seed: 1,
     }
 }
@@ -852,6 +860,7 @@ fn main() -> Res<()> {
                 i += 1;
             }
             "--conn-only" => conn_only = true,
+            "--nic-rx-checksum" => NIC_RX_CHECKSUM.store(true, Ordering::Relaxed),
             "--one" => {
                 // A child of the run below: one flow count, one line of figures.
                 let n: u32 = args.get(i + 1).ok_or("--one FLOWS")?.parse()?;
@@ -870,6 +879,9 @@ fn main() -> Res<()> {
         "{SUB_WINDOWS} windows); baseline = the same generator through an L2 forwarder on the same links,"
     );
     println!("in the same run");
+    if NIC_RX_CHECKSUM.load(Ordering::Relaxed) {
+        println!("received checksums are trusted (--nic-rx-checksum), as behind a NIC that verifies them");
+    }
     println!();
     println!(
         "{:>8} {:>7} | {:>11} {:>11} | {:>11} | {:>7} {:>7}",
@@ -878,7 +890,11 @@ fn main() -> Res<()> {
     let exe = std::env::current_exe()?;
     let mut runs = Vec::new();
     for &flows in flows_list.iter().filter(|_| !conn_only) {
-        let out = std::process::Command::new(&exe)
+        let mut child = std::process::Command::new(&exe);
+        if NIC_RX_CHECKSUM.load(Ordering::Relaxed) {
+            child.arg("--nic-rx-checksum");
+        }
+        let out = child
             .args(["--buffer", &buffer.to_string(), "--secs", &secs.to_string(), "--one", &flows.to_string()])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
