@@ -668,17 +668,25 @@ fn establish(b: &mut Bench, flows: u32) -> Res<()> {
 /// Each measurement is split into this many windows and the median counts, so one window disturbed by
 /// other work on the machine does not move the figure.
 const SUB_WINDOWS: u32 = 5;
+/// Longest warm-up of a fast-path measurement.
+const WARMUP_CAP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Established fast path with `seg`-byte segments over the flows `b` has open: data segments relayed
 /// per second of core A's time and of core B's (or of the forwarder's), in millions.
 fn fast_path(b: &mut Bench, seg: usize, secs: f64) -> Res<(f64, f64)> {
     b.gen.seg = seg;
     b.gen.window = (b.buffer / seg.max(1)).clamp(1, 32) as u32;
-    // Warm up, then measure.
-    for _ in 0..200 {
+    // Warm up until every flow has carried a window of this size (its rings have grown and their pages
+    // are faulted in: steady state, not first touch), or for WARMUP_CAP at most (1M flows take longer;
+    // their figures then include growth).
+    let want = b.gen.flows.len() as u64 * u64::from(b.gen.window) * seg as u64;
+    let (d0, wall) = (b.gen.n.0.delivered, std::time::Instant::now());
+    let mut rounds = 0u32;
+    while rounds < 200 || (b.gen.n.0.delivered - d0 < want && wall.elapsed() < WARMUP_CAP) {
         let now = b.clock.now();
         b.gen.send_data(now, 256);
         b.round(false);
+        rounds += 1;
     }
     let mpps = |n: u64, t: f64| if t > 0.0 { n as f64 / t / 1e6 } else { 0.0 };
     let (mut a, mut bb) = (Vec::new(), Vec::new());
@@ -700,6 +708,9 @@ fn fast_path(b: &mut Bench, seg: usize, secs: f64) -> Res<(f64, f64)> {
     }
     if b.gen.n.0.resets > 0 {
         return Err(format!("{} resets during the run", b.gen.n.0.resets).into());
+    }
+    if std::env::var_os("PIPELINE_DEBUG").is_some() {
+        eprintln!("{seg} B windows: core A {a:.3?} core B {bb:.3?}");
     }
     Ok((median(a), median(bb)))
 }
