@@ -2,19 +2,25 @@
 //! in-memory links by a ring-level TCP traffic generator, with a trivial L2 forwarder over the same links
 //! and generator as the baseline in the same run.
 //!
-//! Run with `cargo run --release -p holdfast-benches --bin pipeline [-- --flows 1,10000,100000 --secs 2]`.
+//! Run with `cargo run --release -p holdfast-benches --bin pipeline [-- --flows 1,10000,1000000 --secs 1]`,
+//! or `scripts/bench.sh`. Each flow count runs in a child process of its own (`--one FLOWS`), so its memory
+//! figures start from a fresh heap.
 //!
 //! The generator is not a TCP stack: it is a scripted peer on each side that builds frames with
 //! `dataplane::wire` and answers what the proxy sends (SYN-ACKs, ACKs, FINs, ARP) the way a well-behaved
 //! peer would, with as little work of its own as it can. Everything runs in one thread on a virtual
-//! clock; each core's time is measured around its own `step` calls only, so "per core" figures are the
-//! packets a core handled divided by the time that core spent, as if it had a CPU of its own.
+//! clock; each core's CPU time (the thread's, so preemption on a shared machine is not counted) is
+//! measured around its own `step` calls only, so "per core" figures are the packets a core handled
+//! divided by the time that core spent, as if it had a CPU of its own.
 //!
 //! Figures:
 //! - established fast path, client → backend under policy `backend` (every byte's ACK withheld until the
 //!   backend acknowledged it), 64 B and 1,460 B payloads, for each flow count: Mpps received per core;
 //! - connections per second per core pair: SYN, handshake at both sides, FIN both ways, TIME-WAIT;
-//! - bytes of state per flow: resident memory grown per established flow, and `size_of` the engine.
+//! - bytes of state per flow: resident memory grown per established flow (after the handshakes, and after
+//!   the data runs), the process's RSS, and `size_of` the engine;
+//! - each figure beside the L2 forwarder's on the same generator and links, as a ratio. For connections,
+//!   the forwarder's figure is its 64 B frame rate over the frames of a direct connection.
 
 use dataplane::buf::{PacketBuf, Pool};
 use dataplane::gate::AckPolicy;
@@ -29,6 +35,7 @@ use dataplane::wire::{
 };
 use std::error::Error;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -45,6 +52,13 @@ const PORTS_PER_IP: u32 = 50_000;
 /// Backends: the SNAT port space (51k) is per backend, so enough of them for every flow.
 const BACKENDS: usize = 32;
 const BURST: usize = 32;
+/// Packet buffers shared by all links. The mem port's pool recycles buffers first in, first out, so a pool
+/// much larger than the last-level cache makes every frame a cache miss that a NIC's per-core mempool
+/// cache (last in, first out) would not; 8,192 buffers (16 MiB) cover every frame a round has in flight.
+const POOL_BUFFERS: usize = 8192;
+/// `--nic-rx-checksum`: the cores trust received checksums, as they would behind a NIC that verifies
+/// them (every NIC the dataplane targets does); the default verifies each one in software.
+static NIC_RX_CHECKSUM: AtomicBool = AtomicBool::new(false);
 
 fn client_addr(i: u32) -> (Ipv4Addr, u16) {
     (Ipv4Addr::from(0xC613_0000 | (i / PORTS_PER_IP)), 10_000 + (i % PORTS_PER_IP) as u16)
@@ -91,7 +105,11 @@ fn config(max_flows: u32, buffer: usize) -> ProxyConfig {
         probe_ports: (61_000, 61_999),
         snat_quarantine: Duration::from_millis(5),
         burst: BURST,
-        checksum: ChecksumMode::Verify,
+        checksum: if NIC_RX_CHECKSUM.load(Ordering::Relaxed) {
+            ChecksumMode::Skip
+        } else {
+            ChecksumMode::Verify
+        },
         seed: 1,
     }
 }
@@ -122,6 +140,8 @@ struct SFlow {
 #[derive(Debug, Default, Clone, Copy)]
 struct GenCounters {
     data_segs: u64,
+    /// Payload bytes the backends received in order (the forwarder's: every payload byte that came out).
+    delivered: u64,
     conns_done: u64,
     resets: u64,
 }
@@ -143,6 +163,10 @@ struct Generator {
     next: usize,
     /// Baseline mode: nothing answers, so every segment counts as acknowledged once sent.
     pretend_acked: bool,
+    /// The links' buffers: the generator offers data only while a quarter of them are free, so it never
+    /// loses a segment to an empty pool (a lost segment would stall its flow for good: the generator
+    /// does not retransmit) and the figures count what was relayed, not what was offered.
+    pool: Pool,
     n: CountersWrap,
 }
 
@@ -234,6 +258,9 @@ impl Generator {
             if f.state != EST {
                 continue;
             }
+            if self.pool.available() < POOL_BUFFERS / 4 {
+                break;
+            }
             if self.pretend_acked {
                 f.snd_una = f.snd_nxt;
                 if let Some(slot) = self.flows.get_mut(i) {
@@ -324,6 +351,9 @@ impl Generator {
                         build_arp_frame(b, EthernetAddress(GEN_S_MAC), to, None, &reply).ok()
                     });
                 }
+                FramePayload::Ipv4 { l4: Ipv4Payload::Tcp(seg), .. } if self.pretend_acked => {
+                    self.n.0.delivered += seg.payload.len() as u64;
+                }
                 FramePayload::Ipv4 { ip, l4: Ipv4Payload::Tcp(seg), .. } => {
                     let b = usize::from(ip.dst_addr.0[3]).wrapping_sub(10);
                     let idx = b * 65_536 + usize::from(seg.src_port);
@@ -358,6 +388,7 @@ impl Generator {
                     } else if !s.closed {
                         if seg.seq == s.rcv_nxt {
                             s.rcv_nxt = s.rcv_nxt.wrapping_add(seg.payload.len() as u32);
+                            self.n.0.delivered += seg.payload.len() as u64;
                         }
                         if seg.flags.contains(TcpFlags::FIN)
                             && seg.seq.wrapping_add(seg.payload.len() as u32) == s.rcv_nxt
@@ -489,11 +520,13 @@ struct Bench {
     dut: Dut,
     time_a: std::time::Duration,
     time_b: std::time::Duration,
+    buffer: usize,
+    pool: Pool,
 }
 
 fn build(flows: u32, seg: usize, buffer: usize, forwarder: bool) -> Res<Bench> {
-    let pool =
-        Pool::new(1 << 16, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).map_err(|e| format!("{e:?}"))?;
+    let pool = Pool::new(POOL_BUFFERS, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM)
+        .map_err(|e| format!("{e:?}"))?;
     let link = |name: &str| MemConfig { queue_len: 8192, ..MemConfig::new(name, 1) };
     let (cport, pa, _) = mem::link(&pool, &link("client"));
     let (sport, pb, _) = mem::link(&pool, &link("server"));
@@ -521,9 +554,18 @@ fn build(flows: u32, seg: usize, buffer: usize, forwarder: bool) -> Res<Bench> {
         window: (buffer / seg.max(1)).clamp(1, 32) as u32,
         next: 0,
         pretend_acked: forwarder,
+        pool: pool.clone(),
         n: CountersWrap::default(),
     };
-    Ok(Bench { clock, gen, dut, time_a: std::time::Duration::ZERO, time_b: std::time::Duration::ZERO })
+    Ok(Bench {
+        clock,
+        gen,
+        dut,
+        time_a: std::time::Duration::ZERO,
+        time_b: std::time::Duration::ZERO,
+        buffer,
+        pool,
+    })
 }
 
 impl Bench {
@@ -533,18 +575,18 @@ impl Bench {
         for _ in 0..4 {
             let work = match &mut self.dut {
                 Dut::Proxy(a, b) => {
-                    let t = std::time::Instant::now();
+                    let t = cpu_now();
                     let wa = a.step(now).work;
-                    let t2 = std::time::Instant::now();
+                    let t2 = cpu_now();
                     let wb = b.step(now).work;
-                    self.time_b += t2.elapsed();
-                    self.time_a += t2 - t;
+                    self.time_b += cpu_now().saturating_sub(t2);
+                    self.time_a += t2.saturating_sub(t);
                     wa + wb
                 }
                 Dut::Forwarder(f) => {
-                    let t = std::time::Instant::now();
+                    let t = cpu_now();
                     let n = f.step(now);
-                    self.time_a += t.elapsed();
+                    self.time_a += cpu_now().saturating_sub(t);
                     n
                 }
             };
@@ -572,8 +614,20 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Fast-path figures for `flows` flows of `seg`-byte segments: data segments relayed per second of core
-/// A's time and of core B's (or of the forwarder's), in millions, and resident bytes per established flow.
+/// This thread's CPU time: what a core's `step` calls are measured in, so that time the thread spent
+/// preempted (this machine's cores are shared) is not counted. A reading costs a system call, of which
+/// about half lands inside the measured interval: a bias of a few percent against the cores.
+fn cpu_now() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// The median of a measurement's windows.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// Opens every flow through the proxy's handshakes, a few per round as a client population would (a
 /// burst larger than the core's receive budget per round only overflows the ring), resending lost SYNs.
 fn establish(b: &mut Bench, flows: u32) -> Res<()> {
@@ -611,89 +665,213 @@ fn establish(b: &mut Bench, flows: u32) -> Res<()> {
     }
 }
 
-/// Resident memory grown per established flow, measured in a fresh process so no earlier run's freed
-/// memory is reused: (bytes per flow after the handshakes, bytes per flow after data went through).
-fn state_probe(flows: u32, buffer: usize) -> Res<(f64, f64)> {
-    let mut b = build(flows, 1460, buffer, false)?;
-    let rss0 = rss_bytes();
-    establish(&mut b, flows)?;
-    let idle = rss_bytes().saturating_sub(rss0) as f64 / f64::from(flows.max(1));
-    // Enough rounds for every flow to carry a few windows of data: rings touched end to end.
-    let rounds = (u64::from(flows) * 64 / 256).max(2_000);
-    for _ in 0..rounds {
-        let now = b.clock.now();
-        b.gen.send_data(now, 256);
-        b.round(false);
-    }
-    let busy = rss_bytes().saturating_sub(rss0) as f64 / f64::from(flows.max(1));
-    Ok((idle, busy))
-}
+/// Each measurement is split into this many windows and the median counts, so one window disturbed by
+/// other work on the machine does not move the figure.
+const SUB_WINDOWS: u32 = 5;
+/// Longest warm-up of a fast-path measurement.
+const WARMUP_CAP: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn fast_path(flows: u32, seg: usize, secs: f64, forwarder: bool, buffer: usize) -> Res<(f64, f64, f64)> {
-    let mut b = build(flows, seg, buffer, forwarder)?;
-    let rss0 = rss_bytes();
-    if forwarder {
-        for f in &mut b.gen.flows {
-            f.state = EST;
-        }
-    }
-    if !forwarder {
-        establish(&mut b, flows)?;
-    }
-    let _ = rss0;
-    // Warm up, then measure.
-    for _ in 0..200 {
+/// Established fast path with `seg`-byte segments over the flows `b` has open: data segments relayed
+/// per second of core A's time and of core B's (or of the forwarder's), in millions.
+fn fast_path(b: &mut Bench, seg: usize, secs: f64) -> Res<(f64, f64)> {
+    b.gen.seg = seg;
+    b.gen.window = (b.buffer / seg.max(1)).clamp(1, 32) as u32;
+    // Warm up until every flow has carried a window of this size (its rings have grown and their pages
+    // are faulted in: steady state, not first touch), or for WARMUP_CAP at most (1M flows take longer;
+    // their figures then include growth).
+    let want = b.gen.flows.len() as u64 * u64::from(b.gen.window) * seg as u64;
+    let (d0, wall) = (b.gen.n.0.delivered, std::time::Instant::now());
+    let mut rounds = 0u32;
+    while rounds < 200 || (b.gen.n.0.delivered - d0 < want && wall.elapsed() < WARMUP_CAP) {
         let now = b.clock.now();
         b.gen.send_data(now, 256);
         b.round(false);
+        rounds += 1;
     }
-    let segs0 = b.gen.n.0.data_segs;
-    let (ta0, tb0) = (b.time_a, b.time_b);
-    let wall = std::time::Instant::now();
-    while wall.elapsed().as_secs_f64() < secs {
-        for _ in 0..50 {
-            let now = b.clock.now();
-            b.gen.send_data(now, 256);
-            b.round(false);
-        }
-    }
-    let segs = b.gen.n.0.data_segs - segs0;
-    let ta = (b.time_a - ta0).as_secs_f64();
-    let tb = (b.time_b - tb0).as_secs_f64();
     let mpps = |n: u64, t: f64| if t > 0.0 { n as f64 / t / 1e6 } else { 0.0 };
+    let (mut a, mut bb) = (Vec::new(), Vec::new());
+    for _ in 0..SUB_WINDOWS {
+        let bytes0 = b.gen.n.0.delivered;
+        let (ta0, tb0) = (b.time_a, b.time_b);
+        let wall = std::time::Instant::now();
+        while wall.elapsed().as_secs_f64() < secs / f64::from(SUB_WINDOWS) {
+            for _ in 0..50 {
+                let now = b.clock.now();
+                b.gen.send_data(now, 256);
+                b.round(false);
+            }
+        }
+        // Segments of `seg` bytes relayed: the proxy's core B may put several in one frame.
+        let segs = (b.gen.n.0.delivered - bytes0) / seg.max(1) as u64;
+        a.push(mpps(segs, (b.time_a - ta0).as_secs_f64()));
+        bb.push(mpps(segs, (b.time_b - tb0).as_secs_f64()));
+    }
     if b.gen.n.0.resets > 0 {
         return Err(format!("{} resets during the run", b.gen.n.0.resets).into());
     }
-    Ok((mpps(segs, ta), mpps(segs, tb), 0.0))
+    if std::env::var_os("PIPELINE_DEBUG").is_some() {
+        eprintln!("{seg} B windows: core A {a:.3?} core B {bb:.3?}");
+    }
+    Ok((median(a), median(bb)))
 }
 
-/// Connections per second per core pair: (conn/s over the pair's summed time, conn/s over the busier core).
-fn conn_rate(secs: f64, buffer: usize) -> Res<(f64, f64, u64)> {
+/// One flow count, run in a process of its own so that its memory figures start from nothing: the
+/// proxy's figures at 64 B and 1,460 B, the forwarder's at both, and resident memory per flow.
+#[derive(Debug, Clone, Copy, Default)]
+struct FlowRun {
+    a64: f64,
+    b64: f64,
+    fwd64: f64,
+    a1460: f64,
+    b1460: f64,
+    fwd1460: f64,
+    /// Resident bytes grown per flow: after the handshakes, and after both data runs.
+    idle: f64,
+    busy: f64,
+    /// The whole process's resident memory at the end, generator included.
+    rss: u64,
+    /// Wall seconds the handshakes took.
+    setup_secs: f64,
+}
+
+impl FlowRun {
+    const FIELDS: usize = 10;
+
+    fn run(flows: u32, secs: f64, buffer: usize) -> Res<Self> {
+        let mut r = FlowRun::default();
+        let mut b = build(flows, 64, buffer, false)?;
+        let rss0 = rss_bytes();
+        let t = std::time::Instant::now();
+        establish(&mut b, flows)?;
+        r.setup_secs = t.elapsed().as_secs_f64();
+        let per_flow = |bytes: u64| bytes.saturating_sub(rss0) as f64 / f64::from(flows.max(1));
+        r.idle = per_flow(rss_bytes());
+        let debug = std::env::var_os("PIPELINE_DEBUG").is_some();
+        if debug {
+            eprintln!("after the handshakes: packet pool {:?}", b.pool.stats());
+        }
+        (r.a64, r.b64) = fast_path(&mut b, 64, secs)?;
+        if debug {
+            eprintln!("after 64 B: packet pool {:?}", b.pool.stats());
+        }
+        (r.a1460, r.b1460) = fast_path(&mut b, 1460, secs)?;
+        r.busy = per_flow(rss_bytes());
+        if std::env::var_os("PIPELINE_DEBUG").is_some() {
+            if let Dut::Proxy(a, b) = &b.dut {
+                eprintln!(
+                    "core A: {:?} {:?}\ncore B: {:?} {:?}",
+                    a.stats(),
+                    a.io_stats(),
+                    b.stats(),
+                    b.io_stats()
+                );
+            }
+            eprintln!("packet pool: {:?}", b.pool.stats());
+        }
+        r.rss = rss_bytes();
+        drop(b);
+        let mut f = build(flows, 64, buffer, true)?;
+        for fl in &mut f.gen.flows {
+            fl.state = EST;
+        }
+        r.fwd64 = fast_path(&mut f, 64, secs)?.0;
+        r.fwd1460 = fast_path(&mut f, 1460, secs)?.0;
+        Ok(r)
+    }
+
+    fn to_line(self) -> String {
+        format!(
+            "{} {} {} {} {} {} {} {} {} {}",
+            self.a64,
+            self.b64,
+            self.fwd64,
+            self.a1460,
+            self.b1460,
+            self.fwd1460,
+            self.idle,
+            self.busy,
+            self.rss,
+            self.setup_secs
+        )
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let v: Vec<f64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
+        if v.len() != Self::FIELDS {
+            return None;
+        }
+        Some(FlowRun {
+            a64: v[0],
+            b64: v[1],
+            fwd64: v[2],
+            a1460: v[3],
+            b1460: v[4],
+            fwd1460: v[5],
+            idle: v[6],
+            busy: v[7],
+            rss: v[8] as u64,
+            setup_secs: v[9],
+        })
+    }
+}
+
+/// Frames a connection of the generator's script puts on the wire without a proxy: SYN, SYN-ACK, FIN
+/// (with the client's ACK), FIN, ACK. An L2 forwarder's connection rate is its frame rate over this.
+const FRAMES_PER_DIRECT_CONN: f64 = 5.0;
+
+/// Connections per second per core pair: (over the pair's summed time, over the busier core's time,
+/// resets, frames both cores received per connection).
+fn conn_rate(secs: f64, buffer: usize) -> Res<(f64, f64, u64, f64)> {
     let space = 1_000_000u32;
     let mut b = build(space, 64, buffer, false)?;
     let mut next = 0u32;
-    let wall = std::time::Instant::now();
-    let (ta0, tb0) = (b.time_a, b.time_b);
-    let done0 = b.gen.n.0.conns_done;
-    while wall.elapsed().as_secs_f64() < secs {
-        // Keep a few thousand handshakes in progress.
-        if b.flows() < 4096 {
-            let now = b.clock.now();
-            let to = next + 256;
-            b.gen.open(now, next..to);
-            next = to % (space - 256);
+    let (mut pair, mut busier) = (Vec::new(), Vec::new());
+    let (first_done, rx0) = (b.gen.n.0.conns_done, b.rx_frames());
+    for _ in 0..SUB_WINDOWS {
+        let (ta0, tb0) = (b.time_a, b.time_b);
+        let done0 = b.gen.n.0.conns_done;
+        let wall = std::time::Instant::now();
+        while wall.elapsed().as_secs_f64() < secs / f64::from(SUB_WINDOWS) {
+            // Keep a few thousand handshakes in progress.
+            if b.flows() < 4096 {
+                let now = b.clock.now();
+                let to = next + 256;
+                b.gen.open(now, next..to);
+                next = to % (space - 256);
+            }
+            b.round(true);
         }
-        b.round(true);
+        let done = (b.gen.n.0.conns_done - done0) as f64;
+        let ta = (b.time_a - ta0).as_secs_f64();
+        let tb = (b.time_b - tb0).as_secs_f64();
+        if ta > 0.0 && tb > 0.0 {
+            pair.push(done / (ta + tb));
+            busier.push(done / ta.max(tb));
+        }
     }
-    let done = b.gen.n.0.conns_done - done0;
-    let ta = (b.time_a - ta0).as_secs_f64();
-    let tb = (b.time_b - tb0).as_secs_f64();
-    Ok((done as f64 / (ta + tb), done as f64 / ta.max(tb), b.gen.n.0.resets))
+    let done = b.gen.n.0.conns_done - first_done;
+    let frames = (b.rx_frames() - rx0) as f64 / done.max(1) as f64;
+    if std::env::var_os("PIPELINE_DEBUG").is_some() {
+        if let Dut::Proxy(a, b) = &b.dut {
+            eprintln!("core A: {:?}\ncore B: {:?}", a.stats(), b.stats());
+        }
+    }
+    Ok((median(pair), median(busier), b.gen.n.0.resets, frames))
+}
+
+impl Bench {
+    /// Frames both cores received so far.
+    fn rx_frames(&self) -> u64 {
+        match &self.dut {
+            Dut::Proxy(a, b) => a.io_stats().rx_frames + b.io_stats().rx_frames,
+            Dut::Forwarder(f) => f.frames,
+        }
+    }
 }
 
 fn main() -> Res<()> {
-    let mut flows_list = vec![1u32, 10_000, 100_000];
-    let mut secs = 2.0;
+    let mut flows_list = vec![1u32, 10_000, 1_000_000];
+    let mut secs = 1.0;
     let mut buffer = 16 * 1024;
     let mut conn_only = false;
     let args: Vec<String> = std::env::args().collect();
@@ -718,10 +896,11 @@ fn main() -> Res<()> {
                 i += 1;
             }
             "--conn-only" => conn_only = true,
-            "--state-probe" => {
-                let n: u32 = args.get(i + 1).ok_or("--state-probe FLOWS")?.parse()?;
-                let (idle, busy) = state_probe(n, buffer)?;
-                println!("{idle:.0} {busy:.0}");
+            "--nic-rx-checksum" => NIC_RX_CHECKSUM.store(true, Ordering::Relaxed),
+            "--one" => {
+                // A child of the run below: one flow count, one line of figures.
+                let n: u32 = args.get(i + 1).ok_or("--one FLOWS")?.parse()?;
+                println!("{}", FlowRun::run(n, secs, buffer)?.to_line());
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other}").into()),
@@ -731,51 +910,73 @@ fn main() -> Res<()> {
     println!(
         "holdfast pipeline: core A + core B over in-memory links, policy backend, one thread, virtual clock"
     );
+    println!("per-core Mpps = data segments relayed / CPU time of that core's step calls (median of");
     println!(
-        "(per-core Mpps = data segments relayed / time spent in that core's step calls; baseline = the same"
+        "{SUB_WINDOWS} windows); baseline = the same generator through an L2 forwarder on the same links,"
     );
-    println!(" generator through an L2 forwarder on the same links, per second of the forwarder's time)");
+    println!("in the same run");
+    if NIC_RX_CHECKSUM.load(Ordering::Relaxed) {
+        println!("received checksums are trusted (--nic-rx-checksum), as behind a NIC that verifies them");
+    }
     println!();
     println!(
         "{:>8} {:>7} | {:>11} {:>11} | {:>11} | {:>7} {:>7}",
         "flows", "payload", "core A Mpps", "core B Mpps", "L2 fwd Mpps", "A/fwd", "B/fwd"
     );
-    for &flows in flows_list.iter().filter(|_| !conn_only) {
-        for seg in [64usize, 1460] {
-            let (a, b, _) = fast_path(flows, seg, secs, false, buffer)?;
-            let (fwd, _, _) = fast_path(flows, seg, secs, true, buffer)?;
-            let pct = |x: f64| if fwd > 0.0 { x / fwd * 100.0 } else { 0.0 };
-            println!(
-                "{flows:>8} {seg:>6}B | {a:>11.3} {b:>11.3} | {fwd:>11.3} | {:>6.1}% {:>6.1}%",
-                pct(a),
-                pct(b)
-            );
-        }
-    }
-    println!();
-    let (pair, busier, resets) = conn_rate(secs, buffer)?;
-    println!("connections (SYN, both handshakes, FIN both ways, TIME-WAIT): {pair:.0}/s over both cores' time, {busier:.0}/s limited by the busier core ({resets} resets)");
-    println!();
     let exe = std::env::current_exe()?;
-    for &flows in flows_list.iter().filter(|&&n| n >= 1000) {
-        let out = std::process::Command::new(&exe)
-            .args(["--buffer", &buffer.to_string(), "--state-probe", &flows.to_string()])
+    let mut runs = Vec::new();
+    for &flows in flows_list.iter().filter(|_| !conn_only) {
+        let mut child = std::process::Command::new(&exe);
+        if NIC_RX_CHECKSUM.load(Ordering::Relaxed) {
+            child.arg("--nic-rx-checksum");
+        }
+        let out = child
+            .args(["--buffer", &buffer.to_string(), "--secs", &secs.to_string(), "--one", &flows.to_string()])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut it = text.split_whitespace();
-        match (it.next(), it.next()) {
-            (Some(idle), Some(busy)) => println!(
-                "state per flow at {flows} flows (resident, both cores): {idle} B after the handshakes, {busy} B once data went through"
-            ),
-            _ => println!("state probe at {flows} flows failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        let Some(r) = FlowRun::parse(text.trim()) else {
+            println!("{flows:>8}: run failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            continue;
+        };
+        let pct = |x: f64, fwd: f64| if fwd > 0.0 { x / fwd * 100.0 } else { 0.0 };
+        for (seg, a, b, fwd) in [(64, r.a64, r.b64, r.fwd64), (1460, r.a1460, r.b1460, r.fwd1460)] {
+            println!(
+                "{flows:>8} {seg:>6}B | {a:>11.3} {b:>11.3} | {fwd:>11.3} | {:>6.1}% {:>6.1}%",
+                pct(a, fwd),
+                pct(b, fwd)
+            );
         }
+        runs.push((flows, r));
+    }
+    println!();
+    for (flows, r) in &runs {
+        println!(
+            "state at {flows} flows: {:.0} B/flow resident after the handshakes ({:.1} s to open them), {:.0} B/flow \
+             after both data runs; process RSS {:.0} MiB",
+            r.idle,
+            r.setup_secs,
+            r.busy,
+            r.rss as f64 / f64::from(1u32 << 20)
+        );
     }
     println!(
-        "state per flow: size_of tcp::Connection = {} B per half (two halves per flow), plus send+receive buffers \
-         allocated per half at the configured size ({} B each here: {} B per flow virtual, touched as used)",
+        "(size_of tcp::Connection = {} B per half, two halves per flow; send/receive rings grow on demand up to {} B each)",
         std::mem::size_of::<dataplane::tcp::Connection>(),
-        buffer,
-        4 * buffer
+        buffer
+    );
+    println!();
+    let (pair, busier, resets, frames) = conn_rate(secs, buffer)?;
+    // The forwarder's 64 B frame rate from the smallest run stands for its per-frame cost.
+    let fwd_conn = runs.first().map_or(0.0, |(_, r)| r.fwd64 * 1e6 / FRAMES_PER_DIRECT_CONN);
+    let ratio = if fwd_conn > 0.0 { busier / fwd_conn * 100.0 } else { 0.0 };
+    println!(
+        "connections (SYN, both handshakes, FIN both ways, TIME-WAIT), per core pair: {busier:.0}/s limited by \
+         the busier core, {pair:.0}/s over both cores' time; {frames:.1} frames received per connection; {resets} resets"
+    );
+    println!(
+        "  baseline: L2 forwarder at {:.0} conn/s ({FRAMES_PER_DIRECT_CONN} frames of a direct connection at its 64 B \
+         frame rate): proxy/fwd {ratio:.1}%",
+        fwd_conn
     );
     Ok(())
 }

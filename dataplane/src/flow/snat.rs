@@ -110,6 +110,16 @@ impl SnatPorts {
         self.pools.get(&(snat_ip, backend)).map_or(0, |p| p.in_use)
     }
 
+    /// Whether `port` toward `backend` was released and rests in quarantine: the backend may still hold
+    /// the connection that used it (waiting for the ACK of its FIN, say). A quarantine that has run out
+    /// but was not yet swept (the next allocation toward the backend sweeps) still answers true.
+    pub fn is_quarantined(&self, snat_ip: [u8; 4], backend: SocketAddrV4, port: u16) -> bool {
+        match (self.slot_of(port), self.pools.get(&(snat_ip, backend))) {
+            (Some(slot), Some(pool)) => bit(&pool.quarantined, slot),
+            _ => false,
+        }
+    }
+
     fn slot_of(&self, port: u16) -> Option<u32> {
         let off = port.checked_sub(self.first)?;
         if off % self.queues != 0 {

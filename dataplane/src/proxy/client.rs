@@ -5,6 +5,7 @@
 //! then service every flow that was touched: pump bytes between the engine and core B (or the hosted
 //! application), move the ack gate, and transmit what the engine has to say.
 
+use super::chunk::{Backlog, Chunk, ChunkPool};
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
 use super::replicate::{FlowOpened, ReplicateError, Replicator};
@@ -93,7 +94,7 @@ struct ClientFlow {
     c2s_done: u64,
     fin_forwarded: bool,
     /// Backend bytes not yet in the engine's send buffer.
-    s2c_backlog: VecDeque<u8>,
+    s2c_backlog: Backlog,
     s2c_fin: bool,
     s2c_closed: bool,
     /// What the client acknowledged of the backend stream, as last told to core B.
@@ -152,6 +153,7 @@ pub struct ClientCore<P> {
     app_events: Vec<AppEvent>,
     replicator: Option<Box<dyn Replicator>>,
     scratch: Vec<u8>,
+    chunks: ChunkPool,
     stats: ClientStats,
     started: bool,
     /// The control thread's requests and the run-time overrides they made (see `proxy::control`).
@@ -231,6 +233,7 @@ impl<P: Port> ClientCore<P> {
             replicator: None,
             started: false,
             scratch,
+            chunks: ChunkPool::new(),
             stats: ClientStats::default(),
             ctl: super::control::CoreControl::new(cfg.listeners.len()),
             cfg,
@@ -305,7 +308,7 @@ impl<P: Port> ClientCore<P> {
             c2s_sent: c2s,
             c2s_done: c2s,
             fin_forwarded: false,
-            s2c_backlog: VecDeque::new(),
+            s2c_backlog: Backlog::new(),
             s2c_fin: false,
             s2c_closed: false,
             s2c_acked_told: s2c,
@@ -548,7 +551,7 @@ impl<P: Port> ClientCore<P> {
             c2s_sent: 0,
             c2s_done: 0,
             fin_forwarded: false,
-            s2c_backlog: VecDeque::new(),
+            s2c_backlog: Backlog::new(),
             s2c_fin: false,
             s2c_closed: false,
             s2c_acked_told: 0,
@@ -675,7 +678,7 @@ impl<P: Port> ClientCore<P> {
                 let id = FlowId::from_u64(client_flow);
                 match self.flows.get_mut(id) {
                     Some(f) => {
-                        let r = take_relayed(&mut f.s2c_backlog, &mut f.s2c_next, offset, &chunk);
+                        let r = take_relayed(&mut f.s2c_backlog, &mut f.s2c_next, offset, chunk);
                         self.stats.relay_gaps += u64::from(r.gap);
                         self.stats.bytes_to_clients += r.taken as u64;
                         self.mark(id);
@@ -761,7 +764,7 @@ impl<P: Port> ClientCore<P> {
                 AppEvent::Reply { flow, data } => {
                     let id = FlowId::from_u64(flow);
                     if let Some(f) = self.flows.get_mut(id) {
-                        f.s2c_backlog.extend(data.iter());
+                        f.s2c_backlog.push(Chunk::from_vec(data), 0);
                         self.mark(id);
                     }
                 }
@@ -807,14 +810,7 @@ impl<P: Port> ClientCore<P> {
         }
 
         // Backend → client: into the send buffer as space allows, then the FIN.
-        while !f.s2c_backlog.is_empty() {
-            let (head, _) = f.s2c_backlog.as_slices();
-            let n = conn.send(head);
-            if n == 0 {
-                break;
-            }
-            f.s2c_backlog.drain(..n);
-        }
+        f.s2c_backlog.pump(|b| conn.send(b));
         if f.s2c_fin && !f.s2c_closed && f.s2c_backlog.is_empty() {
             f.s2c_closed = true;
             conn.close();
@@ -865,7 +861,7 @@ impl<P: Port> ClientCore<P> {
                 if n == 0 {
                     break;
                 }
-                let chunk = head[..n].to_vec();
+                let chunk = self.chunks.copy_from(&head[..n]);
                 conn.recv_consume(n);
                 f.c2s_sent += n as u64;
                 room -= n as u64;
@@ -976,11 +972,8 @@ impl<P: Port> ClientCore<P> {
                 Ipv4Address(key.vip.ip().octets()),
                 Ipv4Address(key.client.ip().octets()),
             );
-            while let Some(t) = conn.poll_transmit(now, &mut self.scratch) {
-                let payload = self.scratch.get(..t.payload_len).unwrap_or(&[]);
-                let repr = TcpRepr { payload, ..t.repr };
-                self.io.emit(now, |b| build_tcp_frame(b, &hdr, &repr));
-            }
+            // Each segment's payload goes from the send buffer straight into its frame.
+            while self.io.emit_segment(now, &hdr, &mut self.scratch, |out| conn.poll_transmit(now, out)) {}
         }
         self.ctl.ack_probe(now, id.to_u64(), conn.rcv_nxt(), conn.ack_sent());
         if conn.state() == State::Closed {

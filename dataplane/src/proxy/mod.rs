@@ -14,6 +14,7 @@
 //! safe: `backend` — the backend acknowledged it; `app` — the hosted application committed it; `none` — at
 //! once (a plain proxy, the baseline).
 
+pub mod chunk;
 mod client;
 pub mod control;
 pub mod msg;
@@ -31,7 +32,7 @@ use crate::balance::Algorithm;
 use crate::gate::AckPolicy;
 use crate::time::Duration;
 use crate::wire::{ChecksumMode, EthernetAddress};
-use std::collections::VecDeque;
+use chunk::{Backlog, Chunk};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// One listener: a port on the VIP and where its flows go.
@@ -124,23 +125,23 @@ pub(crate) struct Relayed {
 
 /// Appends a relayed chunk that starts at stream offset `offset` to a half's backlog, dropping the bytes
 /// below `next` (ones its peer already has: a takeover's overlap), and moves `next` past it.
-pub(crate) fn take_relayed(backlog: &mut VecDeque<u8>, next: &mut u64, offset: u64, chunk: &[u8]) -> Relayed {
+pub(crate) fn take_relayed(backlog: &mut Backlog, next: &mut u64, offset: u64, chunk: Chunk) -> Relayed {
     let gap = offset > *next;
     let skip = usize::try_from(next.saturating_sub(offset)).unwrap_or(usize::MAX);
-    let Some(fresh) = chunk.get(skip..) else { return Relayed { taken: 0, gap } };
-    backlog.extend(fresh.iter());
+    let Some(taken) = chunk.len().checked_sub(skip) else { return Relayed { taken: 0, gap } };
     *next = (*next).max(offset + chunk.len() as u64);
-    Relayed { taken: fresh.len(), gap }
+    backlog.push(chunk, skip);
+    Relayed { taken, gap }
 }
 
 /// After a resynchronization moved a half's send edge to `to`, drops the waiting bytes below it (the
 /// peer has them) and moves the expected offset past it.
-pub(crate) fn resync_backlog(backlog: &mut VecDeque<u8>, next: &mut u64, iss: u32, to: u32) {
+pub(crate) fn resync_backlog(backlog: &mut Backlog, next: &mut u64, iss: u32, to: u32) {
     let to_off = offset_at(iss.wrapping_add(1), to, *next);
     let front = next.saturating_sub(backlog.len() as u64);
     if to_off > front {
         let n = usize::try_from(to_off - front).unwrap_or(usize::MAX).min(backlog.len());
-        backlog.drain(..n);
+        backlog.drop_front(n);
     }
     *next = (*next).max(to_off);
 }
@@ -166,20 +167,26 @@ mod tests {
 
     #[test]
     fn relayed_chunks_overlapping_what_the_peer_has_are_trimmed() {
-        let mut backlog = VecDeque::new();
+        let c = |b: &[u8]| Chunk::from_vec(b.to_vec());
+        let mut backlog = Backlog::new();
         let mut next = 10;
         // Entirely below: nothing taken.
-        assert_eq!(take_relayed(&mut backlog, &mut next, 0, &[1; 5]), Relayed { taken: 0, gap: false });
+        assert_eq!(take_relayed(&mut backlog, &mut next, 0, c(&[1; 5])), Relayed { taken: 0, gap: false });
         // Straddling: only the part from 10 on.
-        assert_eq!(take_relayed(&mut backlog, &mut next, 8, &[2, 3, 4, 5]), Relayed { taken: 2, gap: false });
-        assert_eq!((next, backlog.iter().copied().collect::<Vec<_>>()), (12, vec![4, 5]));
+        assert_eq!(
+            take_relayed(&mut backlog, &mut next, 8, c(&[2, 3, 4, 5])),
+            Relayed { taken: 2, gap: false }
+        );
+        assert_eq!((next, backlog.to_vec()), (12, vec![4, 5]));
         // Beyond the expected offset: counted as a gap.
-        assert!(take_relayed(&mut backlog, &mut next, 20, &[6]).gap);
+        assert!(take_relayed(&mut backlog, &mut next, 20, c(&[6])).gap);
         // A resync to offset 13 drops what waits below it.
-        let mut backlog: VecDeque<u8> = [7, 8, 9].into_iter().collect();
+        let mut backlog = Backlog::new();
+        backlog.push(c(&[7, 8]), 0);
+        backlog.push(c(&[9]), 0);
         let mut next = 15; // backlog holds offsets 12..15
         resync_backlog(&mut backlog, &mut next, 99, seq_at(100, 13));
-        assert_eq!((next, backlog.iter().copied().collect::<Vec<_>>()), (15, vec![8, 9]));
+        assert_eq!((next, backlog.to_vec()), (15, vec![8, 9]));
     }
 
     #[test]

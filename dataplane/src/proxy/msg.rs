@@ -12,8 +12,8 @@ use crate::balance::BackendId;
 use crate::gate::AckPolicy;
 use std::net::SocketAddrV4;
 
-/// Bytes of one direction of one flow, in stream order.
-pub type Chunk = Vec<u8>;
+/// Bytes of one direction of one flow, in stream order, in a pooled vector.
+pub use super::chunk::Chunk;
 
 /// From core A (client side) to core B (server side).
 #[derive(Debug)]

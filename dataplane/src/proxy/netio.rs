@@ -3,8 +3,9 @@
 
 use crate::buf::PacketBuf;
 use crate::port::Port;
+use crate::tcp::Transmit;
 use crate::time::Instant;
-use crate::wire::{BuildError, FrameError};
+use crate::wire::{build_tcp_frame_in_place, BuildError, FrameError, FrameHeader, MAX_TCP_FRAME_HEADER};
 use std::collections::BTreeMap;
 
 /// Frame counters of one core's port.
@@ -39,6 +40,8 @@ pub struct NetIo<P> {
     rx: Vec<PacketBuf>,
     tx: Vec<PacketBuf>,
     burst: usize,
+    /// A buffer taken for a segment that did not come (the engine had nothing to send), kept for the next.
+    spare: Option<PacketBuf>,
     pub stats: IoStats,
     /// A packet capture of this port, both directions (see `proxy::control`).
     pub capture: super::control::CaptureSlot,
@@ -52,6 +55,7 @@ impl<P: Port> NetIo<P> {
             rx: Vec::with_capacity(burst),
             tx: Vec::with_capacity(burst),
             burst,
+            spare: None,
             stats: IoStats::default(),
             capture: Default::default(),
         }
@@ -96,6 +100,57 @@ impl<P: Port> NetIo<P> {
         self.tx.push(buf);
         if self.tx.len() >= self.burst {
             self.flush(now);
+        }
+        true
+    }
+
+    /// Builds one TCP segment straight into a pool buffer: `segment` (an engine's `poll_transmit`) gets
+    /// the frame's payload area, behind room for the longest headers, and returns the segment it wrote
+    /// there, or `None` when it has nothing to send; the headers then go in front of the payload. So the
+    /// payload is copied once, from the send buffer into the frame, not through a scratch buffer. Without
+    /// a pool buffer the segment is written into `scratch` and dropped (counted; TCP retransmits it), as a
+    /// full ring would drop it. Returns whether a segment came.
+    pub fn emit_segment(
+        &mut self,
+        now: Instant,
+        header: &FrameHeader,
+        scratch: &mut [u8],
+        segment: impl FnOnce(&mut [u8]) -> Option<Transmit>,
+    ) -> bool {
+        let Some(mut buf) = self.spare.take().or_else(|| self.port.alloc()) else {
+            let came = segment(scratch).is_some();
+            self.stats.alloc_failed += u64::from(came);
+            return came;
+        };
+        let room = buf.tailroom();
+        let space = match buf.append(room) {
+            Ok(space) if space.len() > MAX_TCP_FRAME_HEADER => space,
+            // A pool whose buffers cannot hold the headers and a byte: a misconfiguration, counted.
+            _ => {
+                let came = segment(scratch).is_some();
+                self.stats.build_failed += u64::from(came);
+                return came;
+            }
+        };
+        let Some(t) = segment(space.get_mut(MAX_TCP_FRAME_HEADER..).unwrap_or_default()) else {
+            buf.reset();
+            self.spare = Some(buf);
+            return false;
+        };
+        match build_tcp_frame_in_place(space, header, &t.repr, t.payload_len) {
+            Ok((start, len)) => {
+                buf.truncate(start + len);
+                match buf.adjust(start) {
+                    Ok(()) => {
+                        self.tx.push(buf);
+                        if self.tx.len() >= self.burst {
+                            self.flush(now);
+                        }
+                    }
+                    Err(_) => self.stats.build_failed += 1,
+                }
+            }
+            Err(_) => self.stats.build_failed += 1,
         }
         true
     }

@@ -5,6 +5,7 @@
 //! health checks. Core A asks it to open a flow; it answers once the backend accepted (or refused), then
 //! relays bytes and acknowledgments both ways.
 
+use super::chunk::{Backlog, ChunkPool};
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
 use super::timers::TimerQueue;
@@ -46,6 +47,10 @@ pub struct ServerStats {
     pub relay_gaps: u64,
     pub table_full: u64,
     pub stray_segments: u64,
+    /// Server halves closed on reaching TIME-WAIT (their SNAT port's quarantine stands in for it).
+    pub time_wait_closed: u64,
+    /// Retransmitted backend FINs to a quarantined port, acknowledged without a flow (no RST).
+    pub quarantine_acks: u64,
     pub segment_errors: BTreeMap<&'static str, u64>,
     pub arp_replies: u64,
     pub arp_requests: u64,
@@ -81,7 +86,7 @@ struct ServerFlow {
     s2c_done: u64,
     fin_forwarded: bool,
     /// Client bytes not yet in the engine's send buffer.
-    c2s_backlog: VecDeque<u8>,
+    c2s_backlog: Backlog,
     /// Stream offset just past the last client byte taken; relayed bytes below it are dropped.
     c2s_next: u64,
     c2s_fin: bool,
@@ -110,6 +115,7 @@ pub struct ServerCore<P> {
     /// Flows whose next hop is being resolved beyond what the ARP cache queues.
     arp_waiting: Vec<FlowId>,
     scratch: Vec<u8>,
+    chunks: ChunkPool,
     stats: ServerStats,
     started: bool,
     /// The control thread's requests (see `proxy::control`).
@@ -164,6 +170,7 @@ impl<P: Port> ServerCore<P> {
             arp_requests: Vec::new(),
             arp_waiting: Vec::new(),
             scratch,
+            chunks: ChunkPool::new(),
             stats: ServerStats::default(),
             ctl: super::control::CoreControl::new(0),
             started: false,
@@ -211,7 +218,7 @@ impl<P: Port> ServerCore<P> {
             s2c_sent: s2c,
             s2c_done: s2c,
             fin_forwarded: false,
-            c2s_backlog: VecDeque::new(),
+            c2s_backlog: Backlog::new(),
             c2s_next: c2s,
             c2s_fin: false,
             c2s_closed: false,
@@ -428,10 +435,43 @@ impl<P: Port> ServerCore<P> {
                 return;
             }
         }
+        if self.snat.is_quarantined(self.cfg.snat.octets(), backend, seg.dst_port) {
+            // A half closed at TIME-WAIT: the port's quarantine is its TIME-WAIT. The one thing that comes
+            // is the backend's FIN again (our last ACK was lost); ACK it as TIME-WAIT would. Nothing gets
+            // a RST here: the backend's old connection may still be closing.
+            if seg.flags.contains(TcpFlags::FIN) && seg.flags.contains(TcpFlags::ACK) {
+                self.stats.quarantine_acks += 1;
+                self.send_time_wait_ack(now, src_mac, backend, seg);
+            }
+            return;
+        }
         self.stats.stray_segments += 1;
         if !seg.flags.contains(TcpFlags::RST) {
             self.send_rst(now, src_mac, backend, seg.dst_port, seg);
         }
+    }
+
+    /// Acknowledges a segment (a retransmitted FIN) for a connection that is gone, from its SNAT port.
+    fn send_time_wait_ack(
+        &mut self,
+        now: Instant,
+        mac: EthernetAddress,
+        to: SocketAddrV4,
+        seg: &TcpRepr<'_>,
+    ) {
+        let ack = TcpRepr {
+            src_port: seg.dst_port,
+            dst_port: to.port(),
+            seq: seg.ack,
+            ack: seg.seq.wrapping_add(seg.segment_len() as u32),
+            flags: TcpFlags::ACK,
+            window: 0,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        let hdr = FrameHeader::new(self.cfg.server_mac, mac, self.snat_addr(), Ipv4Address(to.ip().octets()));
+        self.io.emit(now, |b| build_tcp_frame(b, &hdr, &ack));
     }
 
     fn send_rst(
@@ -525,7 +565,7 @@ impl<P: Port> ServerCore<P> {
                 let id = FlowId::from_u64(server);
                 match self.flows.get_mut(id) {
                     Some(f) => {
-                        let r = take_relayed(&mut f.c2s_backlog, &mut f.c2s_next, offset, &chunk);
+                        let r = take_relayed(&mut f.c2s_backlog, &mut f.c2s_next, offset, chunk);
                         self.stats.relay_gaps += u64::from(r.gap);
                         self.stats.bytes_to_backends += r.taken as u64;
                         self.mark(id);
@@ -609,7 +649,7 @@ impl<P: Port> ServerCore<P> {
             s2c_sent: 0,
             s2c_done: 0,
             fin_forwarded: false,
-            c2s_backlog: VecDeque::new(),
+            c2s_backlog: Backlog::new(),
             c2s_next: 0,
             c2s_fin: false,
             c2s_closed: false,
@@ -676,14 +716,7 @@ impl<P: Port> ServerCore<P> {
         }
 
         // Client → backend: into the send buffer as space allows, then the FIN.
-        while !f.c2s_backlog.is_empty() {
-            let (head, _) = f.c2s_backlog.as_slices();
-            let n = conn.send(head);
-            if n == 0 {
-                break;
-            }
-            f.c2s_backlog.drain(..n);
-        }
+        f.c2s_backlog.pump(|b| conn.send(b));
         if f.c2s_fin && !f.c2s_closed && f.c2s_backlog.is_empty() {
             f.c2s_closed = true;
             conn.close();
@@ -710,7 +743,7 @@ impl<P: Port> ServerCore<P> {
                 if n == 0 {
                     break;
                 }
-                let chunk = head[..n].to_vec();
+                let chunk = self.chunks.copy_from(&head[..n]);
                 conn.recv_consume(n);
                 f.s2c_sent += n as u64;
                 room -= n as u64;
@@ -775,17 +808,32 @@ impl<P: Port> ServerCore<P> {
                 Ipv4Address(self.cfg.snat.octets()),
                 Ipv4Address(key.backend.ip().octets()),
             );
-            while let Some(t) = conn.poll_transmit(now, &mut self.scratch) {
-                if mac == [0; 6] {
+            if mac == [0; 6] {
+                while conn.poll_transmit(now, &mut self.scratch).is_some() {
                     self.stats.unresolved += 1;
-                    continue;
                 }
-                let payload = self.scratch.get(..t.payload_len).unwrap_or(&[]);
-                let repr = TcpRepr { payload, ..t.repr };
-                self.io.emit(now, |b| build_tcp_frame(b, &hdr, &repr));
+            } else {
+                // Each segment's payload goes from the send buffer straight into its frame.
+                while self.io.emit_segment(now, &hdr, &mut self.scratch, |out| conn.poll_transmit(now, out)) {
+                }
             }
         }
         if conn.state() == State::Closed {
+            over = true;
+        }
+        // TIME-WAIT ends here rather than after its timer, once everything is settled: the backend's FIN
+        // acknowledged (no ACK withheld), nothing left to relay, and the client's ACK of that FIN heard
+        // (so core A has nothing more to tell this half). The SNAT port's quarantine, longer than
+        // TIME-WAIT, keeps the 4-tuple unused meanwhile, and a retransmitted FIN is answered from it.
+        // A busy core B's table then holds live flows, not a TIME-WAIT backlog of conn/s x TIME-WAIT.
+        if conn.state() == State::TimeWait
+            && conn.ack_sent() == conn.rcv_nxt()
+            && conn.recv_available() == 0
+            && f.fin_forwarded
+            && f.s2c_done > f.s2c_sent
+            && self.cfg.snat_quarantine >= self.cfg.server_tcp.time_wait
+        {
+            self.stats.time_wait_closed += 1;
             over = true;
         }
 

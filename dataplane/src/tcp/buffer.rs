@@ -1,13 +1,29 @@
 //! The byte buffers of one connection: the send buffer (queued and unacknowledged bytes) and the receive
 //! buffer with its bounded out-of-order reassembly.
 //!
-//! Both are rings allocated once, at open, with the sizes from the config; no packet allocates.
+//! Both are rings whose *capacity* (what the window and the send room are computed from) is fixed by the
+//! config, but whose storage grows on demand, by doubling, up to that capacity: a connection that never
+//! carries data holds no buffer memory, and one that carries a little holds a little. Growth copies what
+//! is held once, then the ring stays; [`SendBuffer::release`]/[`RecvBuffer::release`] give the storage back
+//! when the connection no longer needs it (TIME-WAIT, closed). A million idle flows therefore cost their
+//! engines' state, not a million times the configured buffer sizes, and accepting a connection zeroes
+//! nothing.
 
 use super::seq;
 
+/// The smallest storage a ring grows to: a segment or two, so small flows do not double many times.
+const MIN_STORAGE: usize = 2048;
+
+/// The storage size for holding `need` bytes, for a ring of logical capacity `cap`.
+fn grown(current: usize, need: usize, cap: usize) -> usize {
+    need.max(MIN_STORAGE).max(current.saturating_mul(2)).next_power_of_two().min(cap)
+}
+
 /// Bytes from `snd_una` on: sent-but-unacknowledged first, then queued. The head is always `snd_una`.
 pub struct SendBuffer {
-    ring: Box<[u8]>,
+    /// Storage, `ring.len()` bytes; empty until the first push, never longer than `cap`.
+    ring: Vec<u8>,
+    cap: usize,
     head: usize,
     len: usize,
 }
@@ -15,16 +31,26 @@ pub struct SendBuffer {
 impl core::fmt::Debug for SendBuffer {
     // The bytes themselves would drown any log line.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SendBuffer").field("capacity", &self.capacity()).field("len", &self.len).finish()
+        f.debug_struct("SendBuffer")
+            .field("capacity", &self.capacity())
+            .field("storage", &self.ring.len())
+            .field("len", &self.len)
+            .finish()
     }
 }
 
 impl SendBuffer {
+    /// A buffer of `capacity` bytes; nothing is allocated until bytes are pushed.
     pub fn new(capacity: usize) -> Self {
-        SendBuffer { ring: vec![0u8; capacity.max(1)].into_boxed_slice(), head: 0, len: 0 }
+        SendBuffer { ring: Vec::new(), cap: capacity.max(1), head: 0, len: 0 }
     }
 
     pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes of storage currently allocated (at most the capacity).
+    pub fn storage(&self) -> usize {
         self.ring.len()
     }
 
@@ -40,10 +66,30 @@ impl SendBuffer {
         self.capacity() - self.len
     }
 
+    /// Makes the storage hold at least `need` bytes, keeping what is queued (it moves to the front).
+    fn reserve(&mut self, need: usize) {
+        let old = self.ring.len();
+        if need <= old {
+            return;
+        }
+        let mut ring = vec![0u8; grown(old, need, self.cap)];
+        if self.len > 0 {
+            let first = self.len.min(old - self.head);
+            ring[..first].copy_from_slice(&self.ring[self.head..self.head + first]);
+            ring[first..self.len].copy_from_slice(&self.ring[..self.len - first]);
+        }
+        self.ring = ring;
+        self.head = 0;
+    }
+
     /// Appends as much of `data` as fits; returns how much.
     pub fn push(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
-        let cap = self.capacity();
+        if n == 0 {
+            return 0;
+        }
+        self.reserve(self.len + n);
+        let cap = self.ring.len();
         let tail = (self.head + self.len) % cap;
         let first = n.min(cap - tail);
         self.ring[tail..tail + first].copy_from_slice(&data[..first]);
@@ -58,7 +104,7 @@ impl SendBuffer {
             return 0;
         }
         let n = out.len().min(self.len - offset);
-        let cap = self.capacity();
+        let cap = self.ring.len();
         let start = (self.head + offset) % cap;
         let first = n.min(cap - start);
         out[..first].copy_from_slice(&self.ring[start..start + first]);
@@ -69,8 +115,19 @@ impl SendBuffer {
     /// Drops `n` bytes from the head (they were acknowledged).
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
-        self.head = (self.head + n) % self.capacity();
+        if n == 0 {
+            return;
+        }
+        self.head = (self.head + n) % self.ring.len();
         self.len -= n;
+    }
+
+    /// Gives the storage back if nothing is held; it grows again on the next push.
+    pub fn release(&mut self) {
+        if self.len == 0 {
+            self.ring = Vec::new();
+            self.head = 0;
+        }
     }
 }
 
@@ -90,7 +147,9 @@ pub struct WriteOutcome {
 /// Received bytes from `read_seq` (the next byte the application reads) on. `[read_seq, nxt)` is contiguous;
 /// `ooo` holds sorted, disjoint, non-adjacent ranges above `nxt`.
 pub struct RecvBuffer {
-    ring: Box<[u8]>,
+    /// Storage, `ring.len()` bytes; empty until the first byte lands, never longer than `cap`.
+    ring: Vec<u8>,
+    cap: usize,
     read_idx: usize,
     read_seq: u32,
     nxt: u32,
@@ -104,6 +163,7 @@ impl core::fmt::Debug for RecvBuffer {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RecvBuffer")
             .field("capacity", &self.capacity())
+            .field("storage", &self.ring.len())
             .field("read_seq", &self.read_seq)
             .field("nxt", &self.nxt)
             .field("ooo", &self.ooo)
@@ -112,9 +172,11 @@ impl core::fmt::Debug for RecvBuffer {
 }
 
 impl RecvBuffer {
+    /// A buffer of `capacity` bytes whose first byte is `start`; nothing is allocated until bytes land.
     pub fn new(capacity: usize, max_ooo: usize, start: u32) -> Self {
         RecvBuffer {
-            ring: vec![0u8; capacity.max(1)].into_boxed_slice(),
+            ring: Vec::new(),
+            cap: capacity.max(1),
             read_idx: 0,
             read_seq: start,
             nxt: start,
@@ -125,7 +187,20 @@ impl RecvBuffer {
     }
 
     pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes of storage currently allocated (at most the capacity).
+    pub fn storage(&self) -> usize {
         self.ring.len()
+    }
+
+    /// Gives the storage back if nothing is held (nothing unread, nothing out of order).
+    pub fn release(&mut self) {
+        if self.readable() == 0 && self.ooo.is_empty() {
+            self.ring = Vec::new();
+            self.read_idx = 0;
+        }
     }
 
     /// The contiguous receive edge (RCV.NXT).
@@ -163,11 +238,30 @@ impl RecvBuffer {
     }
 
     fn idx(&self, s: u32) -> usize {
-        (self.read_idx + seq::dist(self.read_seq, s) as usize) % self.capacity()
+        (self.read_idx + seq::dist(self.read_seq, s) as usize) % self.ring.len()
     }
 
+    /// Makes the storage reach `need` bytes past `read_seq`, keeping everything held: the ring is laid
+    /// out afresh from `read_seq`, so every held byte keeps its distance from it.
+    fn reserve(&mut self, need: usize) {
+        let old = self.ring.len();
+        if need <= old {
+            return;
+        }
+        let mut ring = vec![0u8; grown(old, need, self.cap)];
+        if old > 0 {
+            let first = old - self.read_idx;
+            ring[..first].copy_from_slice(&self.ring[self.read_idx..]);
+            ring[first..old].copy_from_slice(&self.ring[..self.read_idx]);
+        }
+        self.ring = ring;
+        self.read_idx = 0;
+    }
+
+    /// Writes `data` at `s`, which the caller has checked lies within the capacity from `read_seq`.
     fn copy_in(&mut self, s: u32, data: &[u8]) {
-        let cap = self.capacity();
+        self.reserve(seq::dist(self.read_seq, s) as usize + data.len());
+        let cap = self.ring.len();
         let start = self.idx(s);
         let first = data.len().min(cap - start);
         self.ring[start..start + first].copy_from_slice(&data[..first]);
@@ -289,8 +383,11 @@ impl RecvBuffer {
 
     /// The in-order bytes, as at most two slices (the ring may wrap).
     pub fn peek(&self) -> (&[u8], &[u8]) {
-        let n = self.readable();
-        let cap = self.capacity();
+        let n = self.readable().min(self.ring.len());
+        let cap = self.ring.len();
+        if n == 0 {
+            return (&[], &[]);
+        }
         let first = n.min(cap - self.read_idx);
         (&self.ring[self.read_idx..self.read_idx + first], &self.ring[..n - first])
     }
@@ -298,7 +395,9 @@ impl RecvBuffer {
     /// Consumes up to `n` in-order bytes; returns how many.
     pub fn consume(&mut self, n: usize) -> usize {
         let n = n.min(self.readable());
-        self.read_idx = (self.read_idx + n) % self.capacity();
+        if let Some(k) = (self.read_idx + n).checked_rem(self.ring.len()) {
+            self.read_idx = k;
+        }
         self.read_seq = self.read_seq.wrapping_add(n as u32);
         n
     }
@@ -306,8 +405,11 @@ impl RecvBuffer {
     /// Moves both edges up to `s`, forgetting every byte below it (delivered elsewhere).
     pub fn advance_to(&mut self, s: u32) {
         if seq::gt(s, self.read_seq) {
-            let k = seq::dist(self.read_seq, s) as usize % self.capacity();
-            self.read_idx = (self.read_idx + k) % self.capacity();
+            let phys = self.ring.len();
+            if phys > 0 {
+                let k = seq::dist(self.read_seq, s) as usize % phys;
+                self.read_idx = (self.read_idx + k) % phys;
+            }
             self.read_seq = s;
         }
         if seq::gt(s, self.nxt) {
@@ -343,6 +445,62 @@ mod tests {
         assert_eq!(b.copy_out(3, &mut out[..2]), 2);
         assert_eq!(&out[..2], b"hi");
         assert_eq!(b.copy_out(8, &mut out), 0);
+    }
+
+    #[test]
+    fn send_storage_grows_keeping_order_and_is_released_when_empty() {
+        let mut b = SendBuffer::new(10_000);
+        assert_eq!(b.storage(), 0);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(b.push(&data[..1500]), 1500);
+        assert_eq!(b.storage(), MIN_STORAGE);
+        // Wrap the small ring, then grow it while wrapped: the order must survive.
+        b.consume(1000);
+        assert_eq!(b.push(&data[1500..2400]), 900);
+        assert_eq!(b.storage(), MIN_STORAGE);
+        assert_eq!(b.push(&data[2400..]), 7600);
+        assert_eq!(b.storage(), 10_000);
+        assert_eq!(b.free(), 1000);
+        let mut out = vec![0u8; 9000];
+        assert_eq!(b.copy_out(0, &mut out), 9000);
+        assert_eq!(&out[..], &data[1000..]);
+        b.release();
+        assert_eq!(b.storage(), 10_000, "held bytes keep their storage");
+        b.consume(9000);
+        b.release();
+        assert_eq!((b.storage(), b.len()), (0, 0));
+        assert_eq!(b.push(b"again"), 5);
+        assert_eq!(b.copy_out(0, &mut out[..5]), 5);
+        assert_eq!(&out[..5], b"again");
+    }
+
+    #[test]
+    fn recv_storage_grows_around_out_of_order_ranges() {
+        let start = u32::MAX - 100;
+        let mut b = RecvBuffer::new(65_536, 4, start);
+        assert_eq!(b.storage(), 0);
+        assert_eq!(b.peek(), (&[][..], &[][..]));
+        b.write(start, &[1; 1500]);
+        let mut out = vec![0u8; 1500];
+        assert_eq!(b.read(&mut out[..1000]), 1000);
+        // A range far above the edge, landing in a wrapped ring, then growth past it.
+        let far = start.wrapping_add(1500 + 3000);
+        assert!(b.write(far, &[3; 500]).out_of_order);
+        assert!(b.storage() >= 4000);
+        let o = b.write(start.wrapping_add(1500), &[2; 3000]);
+        assert_eq!(o.advanced, 3500);
+        let mut all = vec![0u8; 4000];
+        assert_eq!(b.read(&mut all), 4000);
+        assert!(all[..500].iter().all(|&x| x == 1));
+        assert!(all[500..3500].iter().all(|&x| x == 2));
+        assert!(all[3500..].iter().all(|&x| x == 3));
+        b.release();
+        assert_eq!(b.storage(), 0);
+        // Skipping ahead with nothing stored must not touch storage.
+        b.advance_to(b.nxt().wrapping_add(70_000));
+        assert_eq!((b.readable(), b.consume(10)), (0, 0));
+        b.write(b.nxt(), b"xy");
+        assert_eq!(b.peek().0, b"xy");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Per-connection configuration of the TCP engine: option policy, buffer bounds and timer values.
 //!
-//! Every bound on a connection's memory comes from here: the send and receive buffers are allocated once,
-//! at open, with these sizes, and the out-of-order bookkeeping never grows past `max_ooo_ranges`.
+//! Every bound on a connection's memory comes from here: the send and receive buffers grow on demand up to
+//! these sizes (and the windows are computed from them), and the out-of-order bookkeeping never grows past
+//! `max_ooo_ranges`.
 
 use crate::time::Duration;
 

@@ -910,6 +910,10 @@ impl Connection {
 
     pub(crate) fn enter_time_wait(&mut self, now: Instant) {
         self.state = State::TimeWait;
+        // Nothing more is sent or read in TIME-WAIT: its storage goes back now, not when it ends (a busy
+        // proxy has many more flows lingering here than established).
+        self.send_buf.release();
+        self.recv_buf.release();
         self.rto_deadline = None;
         self.persist_deadline = None;
         self.time_wait_deadline = Some(now + self.cfg.time_wait);

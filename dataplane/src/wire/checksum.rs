@@ -19,28 +19,25 @@ pub const fn fold(mut sum: u64) -> u16 {
 /// One's-complement sum of `data` read as big-endian 16-bit words (a trailing odd byte is padded with
 /// zero), folded to 16 bits but not complemented.
 pub fn data(data: &[u8]) -> u16 {
-    fold(sum_wide(data))
+    // The sum is byte-order independent (RFC 1071 §2(B)): summing the bytes in little-endian words gives
+    // the byte-swapped sum, and a swap at the end puts it right. Little-endian 32-bit words widened into a
+    // 64-bit accumulator need no carry handling (2^32 words cannot overflow it), so the loop vectorizes:
+    // several times faster than a carry chain on a 1,460-byte payload, which every segment pays twice.
+    fold(sum_le(data)).swap_bytes()
 }
 
-/// Unfolded accumulator over `data`: 8-byte words added with end-around carry, then the tail.
-fn sum_wide(data: &[u8]) -> u64 {
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let (sum, carry) = acc.overflowing_add(u64::from_be_bytes(word));
-        acc = sum + u64::from(carry);
-    }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 8];
-    // The tail is at most 7 bytes; placed at the start of a zeroed word it keeps its 16-bit alignment
-    // (a lone last byte becomes the high byte of a word, as RFC 1071 pads it).
+/// Unfolded accumulator over `data` read as little-endian words, the last partial word zero-padded.
+fn sum_le(data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(4);
+    let acc: u64 = (&mut words).map(|w| u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))).sum();
+    let rest = words.remainder();
+    let mut tail = [0u8; 4];
+    // At most 3 bytes, at the start of a zeroed word: a lone last byte sits at an even offset, the low
+    // byte of its little-endian pair, which is the high byte of the big-endian word RFC 1071 pads.
     if let Some(dst) = tail.get_mut(..rest.len()) {
         dst.copy_from_slice(rest);
     }
-    let (sum, carry) = acc.overflowing_add(u64::from_be_bytes(tail));
-    sum + u64::from(carry)
+    acc + u64::from(u32::from_le_bytes(tail))
 }
 
 /// One's-complement sum of several partial sums.

@@ -182,6 +182,34 @@ pub fn build_tcp_frame(buf: &mut [u8], header: &FrameHeader, tcp: &TcpRepr<'_>) 
     Ok(frame_len)
 }
 
+/// Header bytes that [`build_tcp_frame_in_place`] reserves before a payload: Ethernet with a VLAN tag,
+/// IPv4 without options, TCP with the longest options.
+pub const MAX_TCP_FRAME_HEADER: usize = 18 + 20 + 60;
+
+/// Writes the headers of an Ethernet/IPv4/TCP frame whose `payload_len` payload bytes are already in
+/// `buf` at [`MAX_TCP_FRAME_HEADER`] (`tcp.payload` is ignored), so that the headers end where the payload
+/// starts, and fills in the checksum. Returns where the frame starts in `buf` and its length. This is how a
+/// sender copies a segment's bytes once, from its send buffer straight into the frame, when it learns the
+/// header's length (its options) only together with the payload.
+pub fn build_tcp_frame_in_place(
+    buf: &mut [u8],
+    header: &FrameHeader,
+    tcp: &TcpRepr<'_>,
+    payload_len: usize,
+) -> Result<(usize, usize), BuildError> {
+    let tcp = TcpRepr { payload: &[], ..*tcp };
+    let l4_len = tcp.header_len() + payload_len;
+    let headers =
+        header.ethernet(EtherType::Ipv4).header_len() + header.ipv4(IpProtocol::Tcp, l4_len).header_len();
+    let start =
+        MAX_TCP_FRAME_HEADER.checked_sub(headers + tcp.header_len()).ok_or(BuildError::BufferTooSmall)?;
+    let frame = buf.get_mut(start..).ok_or(BuildError::BufferTooSmall)?;
+    let (l4, frame_len) = emit_ipv4_headers(frame, header, IpProtocol::Tcp, l4_len)?;
+    // The payload is in place behind the header: emitting copies none, and the checksum covers it all.
+    tcp.emit(&mut TcpPacket::new_unchecked(l4), header.src_ip, header.dst_ip);
+    Ok((start, frame_len))
+}
+
 /// Writes an Ethernet/IPv4/ICMP echo frame at the start of `buf`; returns its length.
 pub fn build_icmp_frame(
     buf: &mut [u8],
@@ -255,4 +283,78 @@ pub fn rewrite_tcp_ipv4(ip_packet: &mut [u8], rewrite: &TcpRewrite) -> Result<()
         tcp.set_ack_number_incremental(ack);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tcp::{SackBlocks, TcpFlags, TcpOptions, Timestamps};
+
+    #[test]
+    fn a_frame_built_around_its_payload_is_the_frame_built_from_a_copy() {
+        let payload: Vec<u8> = (0..1461u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut sack = SackBlocks::default();
+        sack.push(100, 200);
+        sack.push(300, 400);
+        let option_sets = [
+            TcpOptions::default(),
+            TcpOptions { timestamps: Some(Timestamps { tsval: 1, tsecr: 2 }), ..TcpOptions::default() },
+            TcpOptions { timestamps: Some(Timestamps { tsval: 3, tsecr: 4 }), sack, ..TcpOptions::default() },
+        ];
+        for vlan in [None, Some(VlanTag::new(7))] {
+            for options in option_sets {
+                for len in [0, 1, 64, 1461] {
+                    let mut header = FrameHeader::new(
+                        EthernetAddress([2, 0, 0, 0, 0, 1]),
+                        EthernetAddress([2, 0, 0, 0, 0, 2]),
+                        Ipv4Address([198, 18, 0, 1]),
+                        Ipv4Address([198, 18, 0, 2]),
+                    );
+                    header.vlan = vlan;
+                    let repr = TcpRepr {
+                        src_port: 1,
+                        dst_port: 2,
+                        seq: 3,
+                        ack: 4,
+                        flags: TcpFlags::ACK | TcpFlags::PSH,
+                        window: 5,
+                        urgent: 0,
+                        options,
+                        payload: &payload[..len],
+                    };
+                    let mut copied = [0u8; 2048];
+                    let n = build_tcp_frame(&mut copied, &header, &repr).unwrap();
+                    let mut in_place = [0xEEu8; 2048];
+                    in_place[MAX_TCP_FRAME_HEADER..MAX_TCP_FRAME_HEADER + len]
+                        .copy_from_slice(&payload[..len]);
+                    let (start, m) = build_tcp_frame_in_place(&mut in_place, &header, &repr, len).unwrap();
+                    assert_eq!(
+                        &in_place[start..start + m],
+                        &copied[..n],
+                        "vlan {vlan:?} len {len} {options:?}"
+                    );
+                }
+            }
+        }
+        // A buffer that ends before the payload does is refused, not overrun.
+        let header = FrameHeader::new(
+            EthernetAddress([2, 0, 0, 0, 0, 1]),
+            EthernetAddress([2, 0, 0, 0, 0, 2]),
+            Ipv4Address([198, 18, 0, 1]),
+            Ipv4Address([198, 18, 0, 2]),
+        );
+        let repr = TcpRepr {
+            src_port: 1,
+            dst_port: 2,
+            seq: 3,
+            ack: 4,
+            flags: TcpFlags::ACK,
+            window: 5,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        let mut short = [0u8; MAX_TCP_FRAME_HEADER + 10];
+        assert_eq!(build_tcp_frame_in_place(&mut short, &header, &repr, 11), Err(BuildError::BufferTooSmall));
+    }
 }

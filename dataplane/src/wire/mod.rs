@@ -20,6 +20,7 @@ pub use frame::{
     build_arp_frame, build_icmp_frame, build_tcp_frame, parse_frame, parse_frame_with, rewrite_tcp_ipv4,
     ChecksumMode, Frame, FrameHeader, FramePayload, Ipv4Payload, TcpRewrite,
 };
+pub use frame::{build_tcp_frame_in_place, MAX_TCP_FRAME_HEADER};
 pub use icmp::{Icmpv4Packet, Icmpv4Repr};
 pub use ipv4::{IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr};
 pub use tcp::{OptionsIter, TcpOption, TcpPacket};
