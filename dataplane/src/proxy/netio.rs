@@ -142,6 +142,7 @@ impl<P: Port> NetIo<P> {
                 buf.truncate(start + len);
                 match buf.adjust(start) {
                     Ok(()) => {
+                        self.capture.tap(now, buf.data());
                         self.tx.push(buf);
                         if self.tx.len() >= self.burst {
                             self.flush(now);
