@@ -6,6 +6,14 @@ use dataplane::gate::AckPolicy;
 use std::io::Write;
 use std::process::ExitCode;
 
+/// `println!` that does not panic when stdout is a closed pipe (`holdfast sweep | head`): the output is
+/// for a reader who left, so the write error is ignored.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "holdfast", version, about = "A TCP proxy whose connections survive the death of the box")]
 struct Cli {
@@ -68,8 +76,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match control::config::Config::load(&file) {
             Ok(cfg) => {
-                println!("{}: ok", file.display());
-                println!("{}", cfg.summary());
+                out!("{}: ok", file.display());
+                out!("{}", cfg.summary());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -88,6 +96,14 @@ fn main() -> ExitCode {
             };
             control::logging::init(control::logging::level_of(cfg.log.level));
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // SIGTERM (systemd's stop) and SIGINT end the loop: the cores stop, the control socket's file is
+            // removed and an AF_XDP program is detached, which a default signal death would skip.
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+                    eprintln!("holdfast run: cannot handle signal {sig}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             match control::boxrun::run(&cfg, stop) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -111,18 +127,18 @@ fn main() -> ExitCode {
 
 fn demo(sc: &Scenario, json: bool) -> ExitCode {
     if !json {
-        println!(
+        out!(
             "holdfast demo: {} clients stream {:.1} MB each through the proxy (policy {}) to a backend that echoes it back,",
             sc.client_hosts * sc.conns_per_host,
             sc.bytes_per_conn as f64 / 1e6,
             sc.policy
         );
-        println!(
+        out!(
             "over in-memory links losing {:.1}% of frames (and duplicating and reordering some); seed {}.",
             sc.faults.loss * 100.0,
             sc.seed
         );
-        println!("The clients and the backend run smoltcp, an independent TCP; the proxy is holdfast's own two cores.");
+        out!("The clients and the backend run smoltcp, an independent TCP; the proxy is holdfast's own two cores.");
     }
     let report = match sim::run(sc, |line| {
         if !json {
@@ -137,7 +153,7 @@ fn demo(sc: &Scenario, json: bool) -> ExitCode {
     };
     if json {
         match serde_json::to_string(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => out!("{s}"),
             Err(e) => {
                 eprintln!("holdfast demo: {e}");
                 return ExitCode::from(2);
@@ -156,36 +172,40 @@ fn demo(sc: &Scenario, json: bool) -> ExitCode {
 
 fn print_report(r: &Report) {
     let mb = |b: u64| b as f64 / 1e6;
-    println!();
-    println!("What happened ({} ms of virtual time, {} ms of wall time):", r.virtual_ms, r.wall_ms);
-    println!(
+    out!();
+    out!("What happened ({} ms of virtual time, {} ms of wall time):", r.virtual_ms, r.wall_ms);
+    out!(
         "  connections: {} opened, {} finished with their echo intact, {} reset or broken",
-        r.connections, r.connections_complete, r.connections_reset
+        r.connections,
+        r.connections_complete,
+        r.connections_reset
     );
-    println!(
+    out!(
         "  client → backend: {:.2} MB sent, {:.2} MB acknowledged by the proxy, {:.2} MB delivered intact",
         mb(r.bytes_sent),
         mb(r.bytes_acked),
         mb(r.bytes_delivered)
     );
-    println!("  backend → client: {:.2} MB echoed back intact", mb(r.bytes_echoed));
-    println!(
+    out!("  backend → client: {:.2} MB echoed back intact", mb(r.bytes_echoed));
+    out!(
         "  lost: {} bytes acknowledged but never delivered; duplicated or corrupted: {} bytes",
-        r.bytes_lost, r.bytes_duplicated
+        r.bytes_lost,
+        r.bytes_duplicated
     );
-    println!(
+    out!(
         "  ack gate: {} moments where a client held an ACK for a byte the backend did not have",
         r.invariant1_violations
     );
-    println!(
+    out!(
         "  longest stall seen by a client: {} ms; frames the links dropped: {}",
-        r.stall_ms, r.frames_lost_by_links
+        r.stall_ms,
+        r.frames_lost_by_links
     );
     for n in &r.notes {
-        println!("  note: {n}");
+        out!("  note: {n}");
     }
-    println!();
-    println!("verdict: {}", r.verdict.to_uppercase());
+    out!();
+    out!("verdict: {}", r.verdict.to_uppercase());
 }
 
 /// The scenario of one sweep seed: two client hosts with two connections each, 200 kB both ways, 1 % loss
@@ -207,7 +227,7 @@ fn sweep(first: u64, seeds: u64, policy: AckPolicy) -> ExitCode {
         match sim::run(&sweep_scenario(seed, policy), |_| {}) {
             Ok(r) if r.verdict == "pass" => {}
             Ok(r) => {
-                println!("{}", serde_json::json!({ "seed": seed, "report": r }));
+                out!("{}", serde_json::json!({ "seed": seed, "report": r }));
                 failed.push(seed);
             }
             Err(e) => {
@@ -216,7 +236,7 @@ fn sweep(first: u64, seeds: u64, policy: AckPolicy) -> ExitCode {
             }
         }
     }
-    println!("{}", serde_json::json!({ "seeds": seeds, "failed": failed.len(), "failed_seeds": failed }));
+    out!("{}", serde_json::json!({ "seeds": seeds, "failed": failed.len(), "failed_seeds": failed }));
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
