@@ -104,8 +104,8 @@ backend = "$backend"
 interface = "repl0"
 
 [replication]
-heartbeat_interval_us = 1000
-miss_threshold = 5
+heartbeat_interval_us = 5000
+miss_threshold = 10
 EOF
     fi
     cat <<EOF
@@ -163,7 +163,7 @@ tb_box() {
   pid=$TB_LAST_PID
   TB_BOX_PID=$pid
   for _ in $(seq 1 50); do
-    grep -q serving "$log" 2>/dev/null && return 0
+    grep -qE "serving|standby: watching" "$log" 2>/dev/null && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done

@@ -183,14 +183,21 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
     fit_mss(&mut pc.server_tcp, server.info().mtu);
     let pc = Arc::new(pc);
     let ch = channel_config(cfg, 2, repl.info().mac.unwrap_or([2, 0, 0, 0, 2, 3]));
+    // Both paths wait as long as the configured heartbeat silence: a LAN timeout fixed at the 1 ms defaults
+    // made a standby on a loaded machine take over from a live primary whose ARP answer came a few ms late.
+    let silence = rc.heartbeat_interval.saturating_mul(rc.miss_threshold);
     let det = replication::detector::DetectorConfig {
         heartbeat_interval: rc.heartbeat_interval,
         miss_threshold: rc.miss_threshold,
-        ..Default::default()
+        lan_timeout: silence,
+        isolation_timeout: silence
+            .saturating_sub(rc.heartbeat_interval.saturating_mul(2))
+            .max(Duration::from_micros(1)),
     };
     let node = replication::node::StandbyNode::new(ch, det, Default::default(), 1, 1, repl, now)
         .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
     let mut standby = crate::pair::Standby::new(node, client, server, own_client_mac);
+    standby.set_probe_interval(rc.heartbeat_interval);
     tracing::info!(box_name = %cfg.box_.name, "standby: watching the primary");
     while !stop.load(Ordering::Acquire) {
         let now = clock.now();

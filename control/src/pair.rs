@@ -100,6 +100,14 @@ impl<P: Port> Standby<P> {
         }
     }
 
+    /// How often the VIP's holder is probed on the client LAN, and how long an answer may take (1 ms by
+    /// default; a box on a loaded machine wants its heartbeat interval here).
+    pub fn set_probe_interval(&mut self, interval: Duration) {
+        if let Standby::Watching { probe, .. } = self {
+            probe.interval = interval;
+        }
+    }
+
     /// Steps the standby; returns (work done, next deadline, a takeover if it happened now).
     pub fn step(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> (bool, Instant, Option<Takeover>) {
         match self {
