@@ -5,22 +5,27 @@
 #
 #   sudo scripts/failover.sh [--fault kill|linkdown|stop] [--policy backend|replica|none]
 #                            [--backend afpacket|afxdp|dpdk] [--mb N] [--conns K]
-#                            [--fault-after-ms MS] [--timeout S] [--fault-without-standby] [--prefix hfl]
+#                            [--fault-after-ms MS] [--resume-after-ms MS] [--timeout S]
+#                            [--fault-without-standby] [--prefix hfl]
 #
 #   kill      kill -9 of the primary's holdfast
-#   linkdown  the primary's client and server links go down in the switch (the box lives on, unreachable)
-#   stop      SIGSTOP of the primary (a hung box), SIGCONT at cleanup
+#   linkdown  the primary's client and server links go down in the switch (the box lives on, unreachable;
+#             it must notice the lost carrier and step down, which is what lets the standby take over)
+#   stop      SIGSTOP of the primary (a hung box), SIGCONT --resume-after-ms later (default 2000): the
+#             woken box must hear the standby's later epoch and fence itself without disturbing anything
 #
 # Fields: verdict ("pass" | "fail" | "unavailable"), failover (what happened to the failover itself),
 # bytes_sent, bytes_acked (what the client's kernel saw acknowledged), bytes_delivered (distinct bytes the
 # server verified), bytes_lost (acknowledged to the client, never delivered), bytes_duplicated (delivered
 # twice or corrupt, either direction), connections_reset, stall_ms (the longest time a client connection
-# made no progress), takeover_ms (fault to the first progress after it; null when no fault was injected).
+# made no progress), takeover_ms (fault to the first progress after it; null when no fault was injected),
+# standby_took_over and takeover_flows (from the standby's log), primary_stepped_down (the primary's log
+# says it stepped down: expected after linkdown and stop, with the reason in primary_step_down).
 #
-# Today `holdfast run` serves a primary only: the script asks for a standby, and when the box refuses,
-# it says so in `failover` ("unavailable: ..."), injects no fault, and measures the primary alone, so the
-# byte counts still mean what they say. With --fault-without-standby it injects the fault anyway (the
-# baseline every plain proxy gives: expect a "fail" with lost bytes under policy none, resets under any).
+# A pass needs the stream verified end to end, the fault injected while the transfer was still running,
+# the standby's takeover, and for linkdown and stop the primary's step-down.
+# With --fault-without-standby no standby is started and the fault is injected anyway (the baseline every
+# plain proxy gives: expect a "fail" with lost bytes under policy none, resets under any).
 # --timeout bounds the transfer (default 120 s; 8 s with --fault-without-standby, since nothing recovers).
 # It exits 0 on "pass", 1 on "fail", 2 on "unavailable".
 #
@@ -36,12 +41,14 @@ backend=afpacket
 mb=8
 conns=4
 fault_after_ms=1000
+resume_after_ms=2000
 prefix=hfl
 timeout_s=""
 force_fault=0
 usage() {
   echo "usage: $0 [--fault kill|linkdown|stop] [--policy backend|replica|none] [--backend afpacket|afxdp|dpdk]" \
-    "[--mb N] [--conns K] [--fault-after-ms MS] [--timeout S] [--fault-without-standby] [--prefix P]" >&2
+    "[--mb N] [--conns K] [--fault-after-ms MS] [--resume-after-ms MS] [--timeout S]" \
+    "[--fault-without-standby] [--prefix P]" >&2
   exit 64
 }
 while [ $# -gt 0 ]; do
@@ -52,6 +59,7 @@ while [ $# -gt 0 ]; do
     --mb) mb=$2; shift 2 ;;
     --conns) conns=$2; shift 2 ;;
     --fault-after-ms) fault_after_ms=$2; shift 2 ;;
+    --resume-after-ms) resume_after_ms=$2; shift 2 ;;
     --prefix) prefix=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --fault-without-standby) force_fault=1; shift ;;
@@ -64,14 +72,25 @@ case $backend in afpacket | afxdp | dpdk) ;; *) usage ;; esac
 if [ -z "$timeout_s" ]; then
   if [ "$force_fault" = 1 ]; then timeout_s=8; else timeout_s=120; fi
 fi
-[[ $mb =~ ^[0-9]+$ && $conns =~ ^[1-9][0-9]*$ && $fault_after_ms =~ ^[0-9]+$ && $timeout_s =~ ^[1-9][0-9]*$ ]] || usage
+[[ $mb =~ ^[0-9]+$ && $conns =~ ^[1-9][0-9]*$ && $fault_after_ms =~ ^[0-9]+$ && $resume_after_ms =~ ^[0-9]+$ &&
+  $timeout_s =~ ^[1-9][0-9]*$ ]] || usage
 
 # report VERDICT FAILOVER_TEXT FAULT_INJECTED TAKEOVER_MS STREAM_JSON: prints the one JSON object.
+# Reads the boxes' logs (TB_DIR/standby.log, TB_DIR/primary.log) for what they say they did.
 report() {
-  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" <<'EOF'
-import json, sys
-verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns = sys.argv[1:]
+  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" "${TB_DIR:-}" <<'EOF'
+import json, os, re, sys
+verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns, d = sys.argv[1:]
 s = json.loads(stream) if stream else {}
+def log(name):
+    try:
+        with open(os.path.join(d, name), errors="replace") as f:
+            return re.sub(r"\x1b\[[0-9;]*m", "", f.read())
+    except OSError:
+        return ""
+sb, pr = log("standby.log"), log("primary.log")
+took = re.search(r"took over from a dead primary flows=(\d+)", sb)
+down = re.search(r"stepping down: (.*)", pr)
 out = {
     "verdict": verdict,
     "failover": failover,
@@ -91,6 +110,10 @@ out = {
     "connections_failed": s.get("connections_failed", 0),
     "stall_ms": s.get("stall_ms", 0),
     "takeover_ms": int(takeover) if takeover else None,
+    "standby_took_over": took is not None,
+    "takeover_flows": int(took.group(1)) if took else 0,
+    "primary_stepped_down": down is not None,
+    "primary_step_down": down.group(1).strip() if down else None,
 }
 print(json.dumps(out))
 EOF
@@ -115,7 +138,9 @@ tb_wait_listen "$S" 7000
 
 failover=""
 standby_pid=""
-if ! tb_box standby "$policy" "$backend"; then
+if [ "$force_fault" = 1 ]; then
+  failover="unavailable: no standby (--fault-without-standby)"
+elif ! tb_box standby "$policy" "$backend"; then
   failover="unavailable: no standby yet (holdfast run refused the standby: $TB_BOX_ERROR)"
 else
   standby_pid=$TB_BOX_PID
@@ -144,8 +169,10 @@ TB_PIDS+=("$client_pid")
 
 injected=0
 fault_ns=""
+mid_transfer=1
 if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
   sleep "$(awk -v ms="$fault_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
+  kill -0 "$client_pid" 2>/dev/null || mid_transfer=0
   fault_ns=$(date +%s%N)
   case $fault in
     kill) kill -KILL "$primary_pid" ;;
@@ -157,6 +184,10 @@ if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
       ;;
   esac
   injected=1
+  if [ "$fault" = stop ]; then
+    sleep "$(awk -v ms="$resume_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
+    kill -CONT "$primary_pid" 2>/dev/null || true
+  fi
 fi
 
 wait "$client_pid" || true
@@ -180,5 +211,21 @@ fi
 
 ok=$("$TB_PY" -c 'import json,sys; print(1 if json.loads(sys.argv[1]).get("stream_ok") else 0)' "$stream")
 if [ "$ok" = 1 ]; then verdict=pass; else verdict=fail; fi
+if [ "$injected" = 1 ] && [ "$mid_transfer" = 0 ]; then
+  verdict=fail
+  failover="$failover; but the transfer had ended before the fault (more --mb, or an earlier --fault-after-ms)"
+fi
+if [ -n "$standby_pid" ] && [ "$injected" = 1 ]; then
+  # Give a woken primary a moment to hear the later epoch before its log is read.
+  [ "$fault" = stop ] && sleep 0.5
+  if ! grep -q "took over from a dead primary" "$TB_DIR/standby.log"; then
+    verdict=fail
+    failover="$failover; the standby never took over"
+  fi
+  if [ "$fault" != kill ] && ! grep -q "stepping down" "$TB_DIR/primary.log"; then
+    verdict=fail
+    failover="$failover; the primary never stepped down"
+  fi
+fi
 report "$verdict" "$failover" "$injected" "$takeover" "$stream"
 [ "$verdict" = pass ]

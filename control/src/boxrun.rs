@@ -33,6 +33,8 @@ pub enum RunError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error("listeners[{0}].application: {1}")]
     Application(usize, String),
+    #[error("stepped down: {0}")]
+    SteppedDown(#[from] crate::watch::StepDown),
 }
 
 /// The dataplane's view of a validated configuration.
@@ -249,24 +251,47 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             fit_mss(&mut pc.server_tcp, server.info().mtu);
             let pc = Arc::new(pc);
             let mut a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
-            if let (Some(repl_pc), Some(_)) = (&cfg.ports.replication, &cfg.replication) {
+            let mut superseded = None;
+            let mut grace = std::time::Duration::from_millis(50);
+            if let (Some(repl_pc), Some(rc)) = (&cfg.ports.replication, &cfg.replication) {
                 // A standby is expected: every flow is replicated before its SYN-ACK.
                 let repl = open_afpacket("replication", repl_pc, &pool)?;
                 let ch = channel_config(cfg, 1, repl.info().mac.unwrap_or([2, 0, 0, 0, 1, 3]));
                 let link = replication::node::PrimaryLink::new(ch, 1, repl, clock.now())
                     .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
+                superseded = Some(link.superseded());
+                // Step down on a dead data link within the standby's takeover delay (heartbeat silence).
+                grace = rc.heartbeat_interval.saturating_mul(rc.miss_threshold);
                 a.set_replicator(Box::new(link));
+            }
+            let mut watchdog = crate::watch::Watchdog::new(superseded, grace);
+            for (name, port) in [("client", &cfg.ports.client), ("server", &cfg.ports.server)] {
+                if let Some(ifname) = &port.interface {
+                    watchdog.watch_carrier(name, ifname);
+                }
             }
             let b = ServerCore::new(pc, server, to_client, from_client, clock.now())?;
             let ha = spawn_core(CoreSpec { name: "core-a".into(), pin: pin(0), mode }, clock, a)?;
             let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;
             tracing::info!(box_name = %cfg.box_.name, "serving");
+            let mut stepped_down = None;
             while !stop.load(Ordering::Acquire) {
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                // Often enough that a stale primary waking from a stop goes quiet within a few ms.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                stepped_down = watchdog.check(std::time::Instant::now());
+                if stepped_down.is_some() {
+                    break;
+                }
             }
             let _ = ha.stop();
             let _ = hb.stop();
-            Ok(())
+            match stepped_down {
+                Some(why) => {
+                    tracing::error!(box_name = %cfg.box_.name, "stepping down: {why}");
+                    Err(why.into())
+                }
+                None => Ok(()),
+            }
         }
         (c, s) => Err(RunError::Unsupported(format!(
             "ports: {}/{} — `holdfast run` opens afpacket ports for now (mem ports are for `holdfast demo`; \

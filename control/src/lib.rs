@@ -10,3 +10,4 @@ pub mod pair;
 pub mod runtime;
 pub mod sim;
 pub mod stats;
+pub mod watch;

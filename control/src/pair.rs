@@ -85,7 +85,7 @@ pub struct Takeover {
     pub failed_flows: usize,
 }
 
-impl<P: Port> Standby<P> {
+impl<P: Port + 'static> Standby<P> {
     pub fn new(node: StandbyNode<P>, client: P, server: P, own_mac: [u8; 6]) -> Standby<P> {
         Standby::Watching {
             node,
@@ -224,6 +224,11 @@ impl<P: Port> Standby<P> {
         cores.a.announce(now);
         cores.b.announce(now);
         node.takeover_complete(now);
+        // Keep heartbeating on the replication port in the new epoch: that is what fences the old
+        // primary if it was only stopped and wakes up (new flows run degraded until a standby attaches).
+        if let Ok(link) = node.into_primary_link(now) {
+            cores.a.set_replicator(Box::new(link));
+        }
         *self = Standby::Active(cores);
         t
     }
