@@ -6,9 +6,11 @@
 #   sudo scripts/failover.sh [--fault kill|linkdown|stop] [--policy backend|replica|none]
 #                            [--backend afpacket|afxdp|dpdk] [--mb N] [--conns K]
 #                            [--fault-after-ms MS] [--resume-after-ms MS] [--timeout S]
-#                            [--fault-without-standby] [--prefix hfl]
+#                            [--fault-without-standby] [--load stream|iperf|curl] [--iperf-seconds S]
+#                            [--prefix hfl]
 #
 #   kill      kill -9 of the primary's holdfast
+#   standby-kill  kill -9 of the standby: the primary carries on alone (degraded), nothing takes over
 #   linkdown  the primary's client and server links go down in the switch (the box lives on, unreachable;
 #             it must notice the lost carrier and step down, which is what lets the standby take over)
 #   stop      SIGSTOP of the primary (a hung box), SIGCONT --resume-after-ms later (default 2000): the
@@ -21,6 +23,13 @@
 # made no progress), takeover_ms (fault to the first progress after it; null when no fault was injected),
 # standby_took_over and takeover_flows (from the standby's log), primary_stepped_down (the primary's log
 # says it stepped down: expected after linkdown and stop, with the reason in primary_step_down).
+#
+# --load picks the Linux peers: stream (hfstream.py, --conns connections of N MB in all, checksummed,
+# echoed back), iperf (one iperf3 upload of --iperf-seconds (4) to iperf3 -s: its control and data
+# connections must both survive without an error on either side; iperf3's server counts what it read
+# before the test ended, so its figures are reported, not held to bytes sent), curl (curl downloads an N MB file from nginx at
+# a limited rate, compared with the file byte for byte). For iperf and curl the byte fields come from the
+# tools (bytes_acked = bytes_sent once the tool finished cleanly) and takeover_ms is null.
 #
 # A pass needs the stream verified end to end, the fault injected while the transfer was still running,
 # the standby's takeover, and for linkdown and stop the primary's step-down.
@@ -38,6 +47,8 @@ source "$(dirname "$0")/testbed.sh"
 fault=kill
 policy=backend
 backend=afpacket
+load=stream
+iperf_s=4
 mb=8
 conns=4
 fault_after_ms=1000
@@ -48,7 +59,7 @@ force_fault=0
 usage() {
   echo "usage: $0 [--fault kill|linkdown|stop] [--policy backend|replica|none] [--backend afpacket|afxdp|dpdk]" \
     "[--mb N] [--conns K] [--fault-after-ms MS] [--resume-after-ms MS] [--timeout S]" \
-    "[--fault-without-standby] [--prefix P]" >&2
+    "[--fault-without-standby] [--load stream|iperf|curl] [--prefix P]" >&2
   exit 64
 }
 while [ $# -gt 0 ]; do
@@ -56,6 +67,8 @@ while [ $# -gt 0 ]; do
     --fault) fault=$2; shift 2 ;;
     --policy) policy=$2; shift 2 ;;
     --backend) backend=$2; shift 2 ;;
+    --load) load=$2; shift 2 ;;
+    --iperf-seconds) iperf_s=$2; shift 2 ;;
     --mb) mb=$2; shift 2 ;;
     --conns) conns=$2; shift 2 ;;
     --fault-after-ms) fault_after_ms=$2; shift 2 ;;
@@ -66,7 +79,8 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-case $fault in kill | linkdown | stop) ;; *) usage ;; esac
+case $fault in kill | standby-kill | linkdown | stop) ;; *) usage ;; esac
+case $load in stream | iperf | curl) ;; *) usage ;; esac
 case $policy in backend | replica | none) ;; *) usage ;; esac
 case $backend in afpacket | afxdp | dpdk) ;; *) usage ;; esac
 if [ -z "$timeout_s" ]; then
@@ -78,9 +92,9 @@ fi
 # report VERDICT FAILOVER_TEXT FAULT_INJECTED TAKEOVER_MS STREAM_JSON: prints the one JSON object.
 # Reads the boxes' logs (TB_DIR/standby.log, TB_DIR/primary.log) for what they say they did.
 report() {
-  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" "${TB_DIR:-}" <<'EOF'
+  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" "${TB_DIR:-}" "$load" <<'EOF'
 import json, os, re, sys
-verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns, d = sys.argv[1:]
+verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns, d, load = sys.argv[1:]
 s = json.loads(stream) if stream else {}
 def log(name):
     try:
@@ -98,8 +112,9 @@ out = {
     "fault_injected": injected == "1",
     "policy": policy,
     "backend": backend,
+    "load": load,
     "mb": int(mb),
-    "connections": int(conns),
+    "connections": s.get("connections", int(conns)),
     "bytes_sent": s.get("bytes_sent", 0),
     "bytes_acked": s.get("bytes_acked", 0),
     "bytes_delivered": s.get("bytes_delivered", 0),
@@ -115,6 +130,8 @@ out = {
     "primary_stepped_down": down is not None,
     "primary_step_down": down.group(1).strip() if down else None,
 }
+if s.get("error"):
+    out["error"] = s["error"]
 print(json.dumps(out))
 EOF
 }
@@ -130,11 +147,27 @@ bytes=$((mb * 1000000 / conns))
 S="$prefix-server"
 C="$prefix-client"
 
-rm -f "$TB_DIR/stream.ready"
-tb_bg "$S" "$TB_DIR/stream-server.json" "$TB_PY" "$TB_STREAM" server --listen "$TB_SERVER:7000" \
-  --conns "$conns" --timeout $((timeout_s + 2)) --ready "$TB_DIR/stream.ready"
-stream_server=$TB_LAST_PID
-tb_wait_listen "$S" 7000
+stream_server=""
+case $load in
+  stream)
+    rm -f "$TB_DIR/stream.ready"
+    tb_bg "$S" "$TB_DIR/stream-server.json" "$TB_PY" "$TB_STREAM" server --listen "$TB_SERVER:7000" \
+      --conns "$conns" --timeout $((timeout_s + 2)) --ready "$TB_DIR/stream.ready"
+    stream_server=$TB_LAST_PID
+    tb_wait_listen "$S" 7000
+    ;;
+  iperf)
+    # One test, then it exits: its own report holds what it received.
+    tb_bg "$S" "$TB_DIR/iperf3-server.json" iperf3 -s -1 -J -B "$TB_SERVER"
+    stream_server=$TB_LAST_PID
+    tb_wait_listen "$S" 5201
+    ;;
+  curl)
+    tb_nginx
+    head -c $((mb * 1000000)) /dev/urandom >"$TB_DIR/nginx/www/big.bin"
+    chmod 0644 "$TB_DIR/nginx/www/big.bin"
+    ;;
+esac
 
 failover=""
 standby_pid=""
@@ -162,8 +195,23 @@ if ! tb_box primary "$primary_policy" "$backend"; then
 fi
 primary_pid=$TB_BOX_PID
 
-ip netns exec "$C" timeout $((timeout_s + 30)) "$TB_PY" "$TB_STREAM" client --connect "$TB_VIP:7000" \
-  --conns "$conns" --bytes "$bytes" --id-base 1000 --timeout "$timeout_s" >"$TB_DIR/stream-client.json" 2>"$TB_DIR/stream-client.log" &
+case $load in
+  stream)
+    ip netns exec "$C" timeout $((timeout_s + 30)) "$TB_PY" "$TB_STREAM" client --connect "$TB_VIP:7000" \
+      --conns "$conns" --bytes "$bytes" --id-base 1000 --timeout "$timeout_s" >"$TB_DIR/stream-client.json" 2>"$TB_DIR/stream-client.log" &
+    ;;
+  iperf)
+    ip netns exec "$C" timeout $((timeout_s + 30)) iperf3 -c "$TB_VIP" -t "$iperf_s" -i 0.1 -J \
+      --connect-timeout 5000 >"$TB_DIR/iperf3-client.json" 2>"$TB_DIR/iperf3-client.log" &
+    ;;
+  curl)
+    tb_wait_vip 80
+    # The rate limit spreads the download over the fault (about 2 s whatever the size).
+    ip netns exec "$C" timeout $((timeout_s + 30)) curl -fsS --max-time "$timeout_s" --limit-rate "$((mb * 1000000 / 2))" \
+      -o "$TB_DIR/got-big.bin" -w '%{size_download} %{http_code}\n' "http://$TB_VIP/big.bin" \
+      >"$TB_DIR/curl.out" 2>"$TB_DIR/curl.log" &
+    ;;
+esac
 client_pid=$!
 TB_PIDS+=("$client_pid")
 
@@ -176,6 +224,7 @@ if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
   fault_ns=$(date +%s%N)
   case $fault in
     kill) kill -KILL "$primary_pid" ;;
+    standby-kill) kill -KILL "$standby_pid" ;;
     # Cleanup's SIGKILL ends a stopped process too.
     stop) kill -STOP "$primary_pid" ;;
     linkdown)
@@ -192,10 +241,20 @@ fi
 
 wait "$client_pid" || true
 # The server reports at its own deadline when a connection never ended.
-for _ in $(seq 1 $(((timeout_s + 5) * 10))); do kill -0 "$stream_server" 2>/dev/null || break; sleep 0.1; done
+if [ -n "$stream_server" ]; then
+  for _ in $(seq 1 $(((timeout_s + 5) * 10))); do kill -0 "$stream_server" 2>/dev/null || break; sleep 0.1; done
+fi
 fault_arg=()
 [ "$injected" = 1 ] && fault_arg=(--fault-ms $((fault_ns / 1000000)))
-stream=$("$TB_PY" "$TB_STREAM" combine "${fault_arg[@]}" "$TB_DIR/stream-client.json" "$TB_DIR/stream-server.json" 2>/dev/null || echo '{}')
+case $load in
+  stream)
+    stream=$("$TB_PY" "$TB_STREAM" combine "${fault_arg[@]}" "$TB_DIR/stream-client.json" "$TB_DIR/stream-server.json" 2>/dev/null || echo '{}')
+    ;;
+  iperf | curl)
+    # The tools' own reports in the stream tool's terms.
+    stream=$("$TB_PY" "$TB_ROOT/scripts/failover-tools.py" "$load" "$TB_DIR" $((mb * 1000000)) || echo '{}')
+    ;;
+esac
 
 takeover=""
 if [ "$injected" = 1 ]; then
@@ -215,7 +274,7 @@ if [ "$injected" = 1 ] && [ "$mid_transfer" = 0 ]; then
   verdict=fail
   failover="$failover; but the transfer had ended before the fault (more --mb, or an earlier --fault-after-ms)"
 fi
-if [ -n "$standby_pid" ] && [ "$injected" = 1 ]; then
+if [ -n "$standby_pid" ] && [ "$injected" = 1 ] && [ "$fault" != standby-kill ]; then
   # Give a woken primary a moment to hear the later epoch before its log is read.
   [ "$fault" = stop ] && sleep 0.5
   if ! grep -q "took over from a dead primary" "$TB_DIR/standby.log"; then
@@ -226,6 +285,10 @@ if [ -n "$standby_pid" ] && [ "$injected" = 1 ]; then
     verdict=fail
     failover="$failover; the primary never stepped down"
   fi
+fi
+if [ "$fault" = standby-kill ] && [ "$injected" = 1 ] && ! kill -0 "$primary_pid" 2>/dev/null; then
+  verdict=fail
+  failover="$failover; the primary did not survive its standby"
 fi
 report "$verdict" "$failover" "$injected" "$takeover" "$stream"
 [ "$verdict" = pass ]
