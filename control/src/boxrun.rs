@@ -1,17 +1,16 @@
 //! The box assembled from its configuration: ports opened, the two protocol cores spawned on their pinned
 //! threads, and the process kept alive until it is told to stop.
 //!
-//! What runs today: a primary without a standby, on AF_PACKET ports (or in-memory ports, for trying a
-//! config). Listeners with policy `replica`, a standby role, and the AF_XDP and DPDK backends are refused
-//! with a clear error until the pieces that serve them are wired in.
+//! What runs today: a primary and a standby, on AF_PACKET ports, and on AF_XDP and DPDK ports when built
+//! with the control crate's `afxdp` and `dpdk` features (crate::ports). Listeners with policy `replica`
+//! are refused with a clear error until the pieces that serve them are wired in.
 
 use crate::apps::ingest::IngestApp;
-use crate::config::{self, Config, PortBackend, PortConfig};
+use crate::config::{self, Config};
 use crate::runtime::{spawn_core, CoreSpec, PollMode};
 use dataplane::app::Application;
 use dataplane::buf::Pool;
 use dataplane::gate::AckPolicy;
-use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use dataplane::port::Port;
 use dataplane::proxy::{ClientCore, ListenerConfig, ProxyConfig, ServerCore};
 use dataplane::time::{Clock, Duration, MonotonicClock};
@@ -110,16 +109,6 @@ fn secret(salt: u8) -> [u8; 16] {
     out
 }
 
-fn open_afpacket(port: &'static str, pc: &PortConfig, pool: &Pool) -> Result<AfPacketPort, RunError> {
-    let Some(ifname) = pc.interface.clone() else {
-        return Err(RunError::Port { port, message: "the afpacket backend needs an interface".into() });
-    };
-    let mut c = AfPacketConfig::new(&ifname);
-    c.promisc = true;
-    AfPacketPort::open(&c, pool.clone())
-        .map_err(|e| RunError::Port { port, message: format!("{ifname}: {e}") })
-}
-
 fn applications(cfg: &Config) -> Result<Vec<Option<Box<dyn Application>>>, RunError> {
     // Applications keep their files beside the epoch file (the box's state directory).
     let dir = cfg
@@ -169,14 +158,10 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
             "box.role = standby needs [ports.replication] and [replication]".into(),
         ));
     };
-    if repl_pc.backend != PortBackend::AfPacket {
-        return Err(RunError::Unsupported(
-            "ports.replication: a standby runs on afpacket ports for now".into(),
-        ));
-    }
-    let client = open_afpacket("client", &cfg.ports.client, pool)?;
-    let server = open_afpacket("server", &cfg.ports.server, pool)?;
-    let repl = open_afpacket("replication", repl_pc, pool)?;
+    let mut ports = crate::ports::Opener::new(&[&cfg.ports.client, &cfg.ports.server, repl_pc]);
+    let client = ports.open("client", &cfg.ports.client, pool)?;
+    let server = ports.open("server", &cfg.ports.server, pool)?;
+    let repl = ports.open("replication", repl_pc, pool)?;
     let clock = MonotonicClock::new();
     let now = clock.now();
     let own_client_mac = client.info().mac.unwrap_or([2, 0, 0, 0, 2, 1]);
@@ -239,9 +224,12 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
     let (to_client, from_server) = crossbeam_channel::bounded(1 << 16);
     let apps = applications(cfg)?;
     match (cfg.ports.client.backend, cfg.ports.server.backend) {
-        (PortBackend::AfPacket, PortBackend::AfPacket) => {
-            let client = open_afpacket("client", &cfg.ports.client, &pool)?;
-            let server = open_afpacket("server", &cfg.ports.server, &pool)?;
+        (c, s) if crate::ports::runnable(c) && crate::ports::runnable(s) => {
+            let mut all = vec![&cfg.ports.client, &cfg.ports.server];
+            all.extend(cfg.ports.replication.as_ref());
+            let mut ports = crate::ports::Opener::new(&all);
+            let client = ports.open("client", &cfg.ports.client, &pool)?;
+            let server = ports.open("server", &cfg.ports.server, &pool)?;
             let mut pc = proxy_config(
                 cfg,
                 client.info().mac.unwrap_or([2, 0, 0, 0, 0, 1]),
@@ -255,7 +243,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             let mut grace = std::time::Duration::from_millis(50);
             if let (Some(repl_pc), Some(rc)) = (&cfg.ports.replication, &cfg.replication) {
                 // A standby is expected: every flow is replicated before its SYN-ACK.
-                let repl = open_afpacket("replication", repl_pc, &pool)?;
+                let repl = ports.open("replication", repl_pc, &pool)?;
                 let ch = channel_config(cfg, 1, repl.info().mac.unwrap_or([2, 0, 0, 0, 1, 3]));
                 let link = replication::node::PrimaryLink::new(ch, 1, repl, clock.now())
                     .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
@@ -294,10 +282,12 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             }
         }
         (c, s) => Err(RunError::Unsupported(format!(
-            "ports: {}/{} — `holdfast run` opens afpacket ports for now (mem ports are for `holdfast demo`; \
-             afxdp and dpdk are built as cargo features and not yet wired into the runtime)",
+            "ports: {}/{} — this build of `holdfast run` opens afpacket ports{}{} (mem ports are for \
+             `holdfast demo`; afxdp and dpdk are cargo features of the control crate)",
             c.as_str(),
-            s.as_str()
+            s.as_str(),
+            if cfg!(feature = "afxdp") { ", afxdp" } else { "" },
+            if cfg!(feature = "dpdk") { ", dpdk" } else { "" },
         ))),
     }
 }

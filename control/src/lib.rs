@@ -7,6 +7,7 @@ pub mod boxrun;
 pub mod config;
 pub mod ctl;
 pub mod pair;
+pub mod ports;
 pub mod runtime;
 pub mod sim;
 pub mod stats;

@@ -146,3 +146,26 @@ fn netns_failover_primary_kill_replica() {
     assert_stream(&r, code, &err, 40, 4);
     assert_took_over(&r, 4);
 }
+
+/// The same primary kill with every port of both boxes on AF_XDP (copy mode on the veths), when the box
+/// is built with the afxdp feature (scripts/test.sh does so when the packages are installed).
+#[cfg(feature = "afxdp")]
+#[test]
+fn netns_failover_primary_kill_afxdp() {
+    let args = [
+        "--fault",
+        "kill",
+        "--policy",
+        "backend",
+        "--backend",
+        "afxdp",
+        "--mb",
+        "40",
+        "--fault-after-ms",
+        "700",
+    ];
+    let Some((r, code, err)) = run(18, "primary kill/backend/afxdp", &args) else { return };
+    assert_eq!(r["backend"], "afxdp", "{r}");
+    assert_stream(&r, code, &err, 40, 4);
+    assert_took_over(&r, 4);
+}
