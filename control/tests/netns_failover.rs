@@ -151,7 +151,7 @@ fn netns_failover_primary_kill_replica() {
 /// is built with the afxdp feature (scripts/test.sh does so when the packages are installed).
 #[cfg(feature = "afxdp")]
 #[test]
-fn netns_failover_primary_kill_afxdp() {
+fn netns_failover_nic_afxdp_primary_kill() {
     let args = [
         "--fault",
         "kill",
@@ -166,6 +166,29 @@ fn netns_failover_primary_kill_afxdp() {
     ];
     let Some((r, code, err)) = run(18, "primary kill/backend/afxdp", &args) else { return };
     assert_eq!(r["backend"], "afxdp", "{r}");
+    assert_stream(&r, code, &err, 40, 4);
+    assert_took_over(&r, 4);
+}
+
+/// The same on DPDK (its af_packet virtual device on each veth; the replication link stays on AF_PACKET),
+/// when the box is built with the dpdk feature.
+#[cfg(feature = "dpdk")]
+#[test]
+fn netns_failover_nic_dpdk_primary_kill() {
+    let args = [
+        "--fault",
+        "kill",
+        "--policy",
+        "backend",
+        "--backend",
+        "dpdk",
+        "--mb",
+        "40",
+        "--fault-after-ms",
+        "700",
+    ];
+    let Some((r, code, err)) = run(19, "primary kill/backend/dpdk", &args) else { return };
+    assert_eq!(r["backend"], "dpdk", "{r}");
     assert_stream(&r, code, &err, 40, 4);
     assert_took_over(&r, 4);
 }
