@@ -92,9 +92,9 @@ fi
 # report VERDICT FAILOVER_TEXT FAULT_INJECTED TAKEOVER_MS STREAM_JSON: prints the one JSON object.
 # Reads the boxes' logs (TB_DIR/standby.log, TB_DIR/primary.log) for what they say they did.
 report() {
-  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" "${TB_DIR:-}" "$load" <<'EOF'
-import json, os, re, sys
-verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns, d, load = sys.argv[1:]
+  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" "${TB_DIR:-}" "$load" "${resume_ns:-}" <<'EOF'
+import datetime, json, os, re, sys
+verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns, d, load, resume_ns = sys.argv[1:]
 s = json.loads(stream) if stream else {}
 def log(name):
     try:
@@ -105,6 +105,13 @@ def log(name):
 sb, pr = log("standby.log"), log("primary.log")
 took = re.search(r"took over from a dead primary flows=(\d+)", sb)
 down = re.search(r"stepping down: (.*)", pr)
+# How long a woken primary ran before it stepped down: SIGCONT to its log line (stop only).
+fenced_ms = None
+stamp = re.search(r"^(\S+Z)\s+ERROR.*stepping down", pr, re.M)
+if resume_ns and stamp:
+    t = datetime.datetime.strptime(stamp.group(1)[:26] + "Z", "%Y-%m-%dT%H:%M:%S.%fZ")
+    t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+    fenced_ms = int(round(t * 1000 - int(resume_ns) / 1e6))
 out = {
     "verdict": verdict,
     "failover": failover,
@@ -130,6 +137,8 @@ out = {
     "primary_stepped_down": down is not None,
     "primary_step_down": down.group(1).strip() if down else None,
 }
+if fault == "stop":
+    out["fenced_after_resume_ms"] = fenced_ms
 if s.get("error"):
     out["error"] = s["error"]
 print(json.dumps(out))
@@ -217,6 +226,7 @@ TB_PIDS+=("$client_pid")
 
 injected=0
 fault_ns=""
+resume_ns=""
 mid_transfer=1
 if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
   sleep "$(awk -v ms="$fault_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
@@ -235,6 +245,7 @@ if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
   injected=1
   if [ "$fault" = stop ]; then
     sleep "$(awk -v ms="$resume_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
+    resume_ns=$(date +%s%N)
     kill -CONT "$primary_pid" 2>/dev/null || true
   fi
 fi

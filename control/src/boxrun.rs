@@ -267,19 +267,14 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
                 // Often enough that a stale primary waking from a stop goes quiet within a few ms.
                 std::thread::sleep(std::time::Duration::from_millis(2));
                 stepped_down = watchdog.check(std::time::Instant::now());
-                if stepped_down.is_some() {
+                if let Some(why) = &stepped_down {
+                    tracing::error!(box_name = %cfg.box_.name, "stepping down: {why}");
                     break;
                 }
             }
             let _ = ha.stop();
             let _ = hb.stop();
-            match stepped_down {
-                Some(why) => {
-                    tracing::error!(box_name = %cfg.box_.name, "stepping down: {why}");
-                    Err(why.into())
-                }
-                None => Ok(()),
-            }
+            stepped_down.map_or(Ok(()), |why| Err(why.into()))
         }
         (c, s) => Err(RunError::Unsupported(format!(
             "ports: {}/{} — this build of `holdfast run` opens afpacket ports{}{} (mem ports are for \

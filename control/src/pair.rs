@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub struct Cores<P> {
     pub a: ClientCore<P>,
     pub b: ServerCore<P>,
+    /// After a takeover: when to repeat the gratuitous ARPs, the gap after that, and how many remain.
+    reannounce: Option<(Instant, Duration, u8)>,
 }
 
 impl<P> std::fmt::Debug for Cores<P> {
@@ -32,14 +34,25 @@ impl<P: Port> Cores<P> {
         let (to_client, from_server) = crossbeam_channel::bounded(4096);
         let a = ClientCore::new(cfg.clone(), client, to_server, from_server, Vec::new())?;
         let b = ServerCore::new(cfg.clone(), server, to_client, from_client, now)?;
-        Ok(Cores { a, b })
+        Ok(Cores { a, b, reannounce: None })
     }
 
     /// Steps both cores; returns (work done, next deadline).
     pub fn step(&mut self, now: Instant) -> (bool, Instant) {
         let a = self.a.step(now);
         let b = self.b.step(now);
-        (a.work > 0 || b.work > 0, a.next_deadline.min(b.next_deadline))
+        let mut next = a.next_deadline.min(b.next_deadline);
+        if let Some((at, gap, left)) = self.reannounce {
+            if now >= at {
+                self.a.announce(now);
+                self.b.announce(now);
+                self.reannounce = (left > 1).then(|| (now + gap, gap * 2, left - 1));
+            }
+        }
+        if let Some((at, _, _)) = self.reannounce {
+            next = next.min(at);
+        }
+        (a.work > 0 || b.work > 0, next)
     }
 }
 
@@ -223,6 +236,9 @@ impl<P: Port + 'static> Standby<P> {
         cores.b.finish_takeover(now);
         cores.a.announce(now);
         cores.b.announce(now);
+        // One gratuitous ARP can be lost, and a stale primary waking up may still ask for its peers'
+        // addresses from the VIP: repeat the claim 50, 150, 350 and 750 ms later (keepalived sends five).
+        cores.reannounce = Some((now + Duration::from_millis(50), Duration::from_millis(100), 4));
         node.takeover_complete(now);
         // Keep heartbeating on the replication port in the new epoch: that is what fences the old
         // primary if it was only stopped and wakes up (new flows run degraded until a standby attaches).

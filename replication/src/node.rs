@@ -153,7 +153,16 @@ impl<P: Port> Replicator for PrimaryLink<P> {
     }
 
     fn poll(&mut self, now: Instant) -> usize {
-        let work = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
+        let mut work = 0;
+        // Drain what queued up (bounded): a primary woken from a stop must hear the later epoch among the
+        // hundreds of heartbeats in its ring on its first step, not after a burst of 64 per step.
+        for _ in 0..16 {
+            let w = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
+            work += w;
+            if w < 64 {
+                break;
+            }
+        }
         while let Some((at, hb)) = self.ch.poll_heartbeat() {
             if hb.epoch > self.ch.epoch() {
                 // A box in a later epoch took over while this one was stopped or cut off: this box is
