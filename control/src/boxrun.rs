@@ -240,7 +240,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             let pc = Arc::new(pc);
             let mut a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
             let mut superseded = None;
-            let mut grace = std::time::Duration::from_millis(50);
+            let mut grace = None;
             if let (Some(repl_pc), Some(rc)) = (&cfg.ports.replication, &cfg.replication) {
                 // A standby is expected: every flow is replicated before its SYN-ACK.
                 let repl = ports.open("replication", repl_pc, &pool)?;
@@ -249,12 +249,13 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
                     .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
                 superseded = Some(link.superseded());
                 // Step down on a dead data link within the standby's takeover delay (heartbeat silence).
-                grace = rc.heartbeat_interval.saturating_mul(rc.miss_threshold);
+                grace = Some(rc.heartbeat_interval.saturating_mul(rc.miss_threshold));
                 a.set_replicator(Box::new(link));
             }
-            let mut watchdog = crate::watch::Watchdog::new(superseded, grace);
+            let mut watchdog = crate::watch::Watchdog::new(superseded, grace.unwrap_or_default());
+            // Only a box with a standby steps down on a dead link: a lone primary rides out the outage.
             for (name, port) in [("client", &cfg.ports.client), ("server", &cfg.ports.server)] {
-                if let Some(ifname) = &port.interface {
+                if let (Some(ifname), Some(_)) = (&port.interface, grace) {
                     watchdog.watch_carrier(name, ifname);
                 }
             }
