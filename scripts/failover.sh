@@ -7,7 +7,7 @@
 #                            [--backend afpacket|afxdp|dpdk] [--mb N] [--conns K]
 #                            [--fault-after-ms MS] [--resume-after-ms MS] [--timeout S]
 #                            [--fault-without-standby] [--load stream|iperf|curl] [--iperf-seconds S]
-#                            [--prefix hfl]
+#                            [--virtual-mac] [--prefix hfl]
 #
 #   kill      kill -9 of the primary's holdfast
 #   standby-kill  kill -9 of the standby: the primary carries on alone (degraded), nothing takes over
@@ -24,6 +24,8 @@
 # standby_took_over and takeover_flows (from the standby's log), primary_stepped_down (the primary's log
 # says it stepped down: expected after linkdown and stop, with the reason in primary_step_down).
 #
+# --virtual-mac gives both boxes one client-side MAC for the VIP (addresses.virtual_mac): the client's ARP
+# entry never changes, and the bridge relearns the MAC's port from the new primary's first frame.
 # --load picks the Linux peers: stream (hfstream.py, --conns connections of N MB in all, checksummed,
 # echoed back), iperf (one iperf3 upload of --iperf-seconds (4) to iperf3 -s: its control and data
 # connections must both survive without an error on either side; iperf3's server counts what it read
@@ -59,7 +61,7 @@ force_fault=0
 usage() {
   echo "usage: $0 [--fault kill|linkdown|stop] [--policy backend|replica|none] [--backend afpacket|afxdp|dpdk]" \
     "[--mb N] [--conns K] [--fault-after-ms MS] [--resume-after-ms MS] [--timeout S]" \
-    "[--fault-without-standby] [--load stream|iperf|curl] [--prefix P]" >&2
+    "[--fault-without-standby] [--load stream|iperf|curl] [--iperf-seconds S] [--virtual-mac] [--prefix P]" >&2
   exit 64
 }
 while [ $# -gt 0 ]; do
@@ -69,6 +71,7 @@ while [ $# -gt 0 ]; do
     --backend) backend=$2; shift 2 ;;
     --load) load=$2; shift 2 ;;
     --iperf-seconds) iperf_s=$2; shift 2 ;;
+    --virtual-mac) export TB_VIRTUAL_MAC=02:68:66:00:00:01; shift ;;
     --mb) mb=$2; shift 2 ;;
     --conns) conns=$2; shift 2 ;;
     --fault-after-ms) fault_after_ms=$2; shift 2 ;;
@@ -227,16 +230,19 @@ TB_PIDS+=("$client_pid")
 injected=0
 fault_ns=""
 resume_ns=""
+gone=""
 mid_transfer=1
 if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
   sleep "$(awk -v ms="$fault_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
   kill -0 "$client_pid" 2>/dev/null || mid_transfer=0
   fault_ns=$(date +%s%N)
+  # A box that is already gone when its fault comes fails the run (and must not end the script silently).
+  gone=""
   case $fault in
-    kill) kill -KILL "$primary_pid" ;;
-    standby-kill) kill -KILL "$standby_pid" ;;
+    kill) kill -KILL "$primary_pid" 2>/dev/null || gone=primary ;;
+    standby-kill) kill -KILL "$standby_pid" 2>/dev/null || gone=standby ;;
     # Cleanup's SIGKILL ends a stopped process too.
-    stop) kill -STOP "$primary_pid" ;;
+    stop) kill -STOP "$primary_pid" 2>/dev/null || gone=primary ;;
     linkdown)
       ip -n "$prefix-sw" link set c-primary down
       ip -n "$prefix-sw" link set s-primary down
@@ -281,6 +287,10 @@ fi
 
 ok=$("$TB_PY" -c 'import json,sys; print(1 if json.loads(sys.argv[1]).get("stream_ok") else 0)' "$stream")
 if [ "$ok" = 1 ]; then verdict=pass; else verdict=fail; fi
+if [ "$injected" = 1 ] && [ -n "$gone" ]; then
+  verdict=fail
+  failover="$failover; but the $gone had exited before the fault (see its log)"
+fi
 if [ "$injected" = 1 ] && [ "$mid_transfer" = 0 ]; then
   verdict=fail
   failover="$failover; but the transfer had ended before the fault (more --mb, or an earlier --fault-after-ms)"

@@ -132,6 +132,8 @@ snat = "$TB_SNAT"
 client_subnet = "198.18.1.0/24"
 server_subnet = "198.18.2.0/24"
 EOF
+    # TB_VIRTUAL_MAC: both boxes answer for the VIP with this MAC (the switch relearns it on takeover).
+    [ -z "${TB_VIRTUAL_MAC:-}" ] || echo "virtual_mac = \"$TB_VIRTUAL_MAC\""
     for l in stream:7000 iperf:5201 http:80; do
       cat <<EOF
 

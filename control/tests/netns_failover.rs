@@ -78,6 +78,17 @@ fn netns_failover_primary_links_down() {
     assert!(r["primary_step_down"].as_str().unwrap_or_default().contains("carrier"), "{r}");
 }
 
+/// Both boxes answer for the VIP with one virtual MAC: the client's ARP entry never changes, and the
+/// bridge must relearn the MAC's port from the new primary's gratuitous ARP.
+#[test]
+fn netns_failover_primary_kill_virtual_mac() {
+    let args =
+        ["--fault", "kill", "--policy", "backend", "--mb", "40", "--fault-after-ms", "700", "--virtual-mac"];
+    let Some((r, code, err)) = run(20, "primary kill/backend/virtual MAC", &args) else { return };
+    assert_stream(&r, code, &err, 40, 4);
+    assert_took_over(&r, 4);
+}
+
 /// A hung primary (SIGSTOP): the standby takes over; the primary, woken 2 s later mid-transfer, hears the
 /// new primary's later epoch on the replication link and fences itself without disturbing the peers.
 #[test]
