@@ -190,7 +190,13 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
         let now = clock.now();
         let (work, next, takeover) = standby.step(now, &pc);
         if let Some(t) = takeover {
-            tracing::warn!(flows = t.flows, failed = t.failed_flows, "took over from a dead primary");
+            let install_us = clock.now().saturating_duration_since(t.at).as_micros();
+            tracing::warn!(
+                flows = t.flows,
+                failed = t.failed_flows,
+                install_us,
+                "took over from a dead primary"
+            );
         }
         if !work {
             let nap = next.saturating_duration_since(clock.now()).min(std::time::Duration::from_micros(200));

@@ -65,14 +65,32 @@ pub struct LanProbe {
     outstanding: Option<Instant>,
 }
 
+/// A watching standby's cores: its ports until the first step builds the cores around them, ahead of
+/// any takeover (a core's tables hold every flow it may ever carry, allocated and written at creation:
+/// ~200 ms for 100,000 flows, which a takeover must not wait for).
+// One per standby, replaced once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Prepared<P> {
+    Ports(P, P),
+    Cores(Cores<P>),
+}
+
+impl<P> std::fmt::Debug for Prepared<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prepared::Ports(..) => write!(f, "Ports"),
+            Prepared::Cores(c) => write!(f, "{c:?}"),
+        }
+    }
+}
+
 /// What the standby is doing.
 // One per box, moved only at a takeover: the size difference between the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Standby<P> {
     Watching {
         node: StandbyNode<P>,
-        client: P,
-        server: P,
+        prepared: Prepared<P>,
         probe: LanProbe,
     },
     Active(Cores<P>),
@@ -102,8 +120,7 @@ impl<P: Port + 'static> Standby<P> {
     pub fn new(node: StandbyNode<P>, client: P, server: P, own_mac: [u8; 6]) -> Standby<P> {
         Standby::Watching {
             node,
-            client,
-            server,
+            prepared: Prepared::Ports(client, server),
             probe: LanProbe {
                 mac: EthernetAddress(own_mac),
                 interval: Duration::from_millis(1),
@@ -123,13 +140,18 @@ impl<P: Port + 'static> Standby<P> {
 
     /// Steps the standby; returns (work done, next deadline, a takeover if it happened now).
     pub fn step(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> (bool, Instant, Option<Takeover>) {
+        self.prepare(now, cfg);
         match self {
             Standby::Active(cores) => {
                 let (w, t) = cores.step(now);
                 (w, t, None)
             }
             Standby::Failed(_) => (false, Instant::FAR_FUTURE, None),
-            Standby::Watching { node, client, probe, .. } => {
+            Standby::Watching { node, prepared, probe } => {
+                let client = match prepared {
+                    Prepared::Ports(c, _) => c,
+                    Prepared::Cores(k) => k.a.port_mut(),
+                };
                 let (work, mut takeover) = node.step(now);
                 let vip = Ipv4Address(cfg.vip.octets());
                 // The second path: did the VIP's holder answer the last probe?
@@ -189,14 +211,34 @@ impl<P: Port + 'static> Standby<P> {
         }
     }
 
-    /// Installs every stored flow into fresh cores on the standby's ports and claims the addresses.
+    /// Builds the cores around a watching standby's ports, once.
+    fn prepare(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) {
+        if !matches!(self, Standby::Watching { prepared: Prepared::Ports(..), .. }) {
+            return;
+        }
+        let old = std::mem::replace(self, Standby::Failed("preparing the cores".into()));
+        let Standby::Watching { node, prepared: Prepared::Ports(client, server), probe } = old else {
+            *self = old;
+            return;
+        };
+        *self = match Cores::new(cfg, client, server, now) {
+            Ok(cores) => Standby::Watching { node, prepared: Prepared::Cores(cores), probe },
+            Err(e) => Standby::Failed(e.to_string()),
+        };
+    }
+
+    /// Installs every stored flow into the standby's cores and claims the addresses.
     fn take_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Takeover {
         let old = std::mem::replace(self, Standby::Failed("takeover in progress".into()));
-        let Standby::Watching { mut node, client, server, .. } = old else {
+        let Standby::Watching { mut node, prepared, .. } = old else {
             *self = old;
             return Takeover::default();
         };
-        let mut cores = match Cores::new(cfg, client, server, now) {
+        let built = match prepared {
+            Prepared::Cores(k) => Ok(k),
+            Prepared::Ports(client, server) => Cores::new(cfg, client, server, now),
+        };
+        let mut cores = match built {
             Ok(c) => c,
             Err(e) => {
                 *self = Standby::Failed(e.to_string());
