@@ -21,7 +21,8 @@
 # server verified), bytes_lost (acknowledged to the client, never delivered), bytes_duplicated (delivered
 # twice or corrupt, either direction), connections_reset, stall_ms (the longest time a client connection
 # made no progress), takeover_ms (fault to the first progress after it; null when no fault was injected),
-# standby_took_over and takeover_flows (from the standby's log), primary_stepped_down (the primary's log
+# standby_took_over, takeover_flows and standby_took_over_after_fault_ms (from the standby's log; negative:
+# it took over a live primary before the fault, fenced by the later epoch), primary_stepped_down (the primary's log
 # says it stepped down: expected after linkdown and stop, with the reason in primary_step_down).
 #
 # --virtual-mac gives both boxes one client-side MAC for the VIP (addresses.virtual_mac): the client's ARP
@@ -95,9 +96,9 @@ fi
 # report VERDICT FAILOVER_TEXT FAULT_INJECTED TAKEOVER_MS STREAM_JSON: prints the one JSON object.
 # Reads the boxes' logs (TB_DIR/standby.log, TB_DIR/primary.log) for what they say they did.
 report() {
-  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" "${TB_DIR:-}" "$load" "${resume_ns:-}" <<'EOF'
+  "$TB_PY" - "$@" "$fault" "$policy" "$backend" "$mb" "$conns" "${TB_DIR:-}" "$load" "${resume_ns:-}" "${fault_ns:-}" <<'EOF'
 import datetime, json, os, re, sys
-verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns, d, load, resume_ns = sys.argv[1:]
+verdict, failover, injected, takeover, stream, fault, policy, backend, mb, conns, d, load, resume_ns, fault_ns = sys.argv[1:]
 s = json.loads(stream) if stream else {}
 def log(name):
     try:
@@ -108,13 +109,21 @@ def log(name):
 sb, pr = log("standby.log"), log("primary.log")
 took = re.search(r"took over from a dead primary flows=(\d+)", sb)
 down = re.search(r"stepping down: (.*)", pr)
+def stamp_ms(pattern, text):
+    m = re.search(r"^(\S+Z)\s+" + pattern, text, re.M)
+    if not m:
+        return None
+    t = datetime.datetime.strptime(m.group(1)[:26] + "Z", "%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
 # How long a woken primary ran before it stepped down: SIGCONT to its log line (stop only).
 fenced_ms = None
-stamp = re.search(r"^(\S+Z)\s+ERROR.*stepping down", pr, re.M)
-if resume_ns and stamp:
-    t = datetime.datetime.strptime(stamp.group(1)[:26] + "Z", "%Y-%m-%dT%H:%M:%S.%fZ")
-    t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
-    fenced_ms = int(round(t * 1000 - int(resume_ns) / 1e6))
+down_at = stamp_ms(r"ERROR.*stepping down", pr)
+if resume_ns and down_at is not None:
+    fenced_ms = int(round(down_at - int(resume_ns) / 1e6))
+# The standby's own clock of the failover: fault to its takeover (negative: it took over a live primary
+# before the fault, which the later epoch then fenced).
+took_at = stamp_ms(r"WARN.*took over from a dead primary", sb)
+detect_ms = int(round(took_at - int(fault_ns) / 1e6)) if fault_ns and took_at is not None else None
 out = {
     "verdict": verdict,
     "failover": failover,
@@ -139,6 +148,7 @@ out = {
     "takeover_flows": int(took.group(1)) if took else 0,
     "primary_stepped_down": down is not None,
     "primary_step_down": down.group(1).strip() if down else None,
+    "standby_took_over_after_fault_ms": detect_ms,
 }
 if fault == "stop":
     out["fenced_after_resume_ms"] = fenced_ms

@@ -75,7 +75,10 @@ fn netns_failover_primary_links_down() {
     assert_stream(&r, code, &err, 40, 4);
     assert_took_over(&r, 4);
     assert_eq!(r["primary_stepped_down"], Value::Bool(true), "{r}");
-    assert!(r["primary_step_down"].as_str().unwrap_or_default().contains("carrier"), "{r}");
+    // Usually the lost carrier (after 50 ms); when the standby's takeover (about as fast) reaches the box
+    // first, the later epoch fences it: either way it stops.
+    let why = r["primary_step_down"].as_str().unwrap_or_default();
+    assert!(why.contains("carrier") || why.contains("fenced"), "{r}");
 }
 
 /// Both boxes answer for the VIP with one virtual MAC: the client's ARP entry never changes, and the
