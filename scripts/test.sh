@@ -38,6 +38,8 @@ if [ "${HOLDFAST_NIC_FEATURES:-0}" = 1 ] || { pkg-config --exists libdpdk 2>/dev
   cargo clippy -p dataplane -p holdfast-dpdk-sys --all-targets --features dataplane/dpdk,dataplane/afxdp -- -D warnings
   cargo test -p dataplane --features dpdk,afxdp --test nic_dpdk --test nic_afxdp
   cargo test -p holdfast-dpdk-sys
+  # A primary kill with Linux peers, every data port on AF_XDP, then on DPDK (root only; skips otherwise).
+  cargo test -p control --features afxdp,dpdk --test netns_failover nic_
 else
   echo "== NIC backends: skipped (run scripts/install-nic-deps.sh as root to build and test them)"
 fi

@@ -50,6 +50,8 @@ tb_cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   HF_PREFIX=$TB_PREFIX bash "$TB_ROOT/scripts/netns.sh" down >/dev/null 2>&1 || true
+  # DPDK's runtime files of the boxes' EALs (--file-prefix=PREFIX-ROLE), left behind by a kill -9.
+  rm -rf "/var/run/dpdk/$TB_PREFIX-primary" "/var/run/dpdk/$TB_PREFIX-standby"
   if [ "$rc" -ne 0 ] || [ "$TB_KEEP" = 1 ]; then
     tb_log "logs kept in $TB_DIR"
     for f in "$TB_DIR"/*.log; do
@@ -79,7 +81,9 @@ tb_bg() {
 # tb_config FILE POLICY [ROLE [PORT_BACKEND]]: with TB_REPLICATION=1, a replication port (repl0) and a
 # [replication] section too (a standby needs them; a primary with them expects a standby).
 tb_config() {
-  local file=$1 policy=$2 role=${3:-primary} backend=${4:-afpacket} l
+  local file=$1 policy=$2 role=${3:-primary} backend=${4:-afpacket} l repl_backend
+  repl_backend=$backend
+  [ "$backend" = dpdk ] && repl_backend=afpacket
   {
     cat <<EOF
 # Written by scripts/testbed.sh for topology $TB_PREFIX.
@@ -91,21 +95,33 @@ epoch_file = "$TB_DIR/$role.epoch"
 [ports.client]
 backend = "$backend"
 interface = "client0"
+EOF
+    if [ "$backend" = dpdk ]; then
+      # One EAL per box (its own --file-prefix, no hugepages, no PCI scan); each veth through DPDK's
+      # af_packet virtual device. The shared options are given once, on the first port.
+      echo "eal_args = [\"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--file-prefix=$TB_PREFIX-$role\"," \
+        "\"--log-level=lib.eal:error\", \"--vdev=net_af_packet0,iface=client0\"]"
+    fi
+    cat <<EOF
 
 [ports.server]
 backend = "$backend"
 interface = "server0"
 EOF
+    if [ "$backend" = dpdk ]; then
+      echo 'eal_args = ["--vdev=net_af_packet1,iface=server0"]'
+    fi
     if [ "${TB_REPLICATION:-0}" = 1 ]; then
       cat <<EOF
 
 [ports.replication]
-backend = "$backend"
+# DPDK boxes keep their replication link on AF_PACKET (a port of its own; mixing backends is fine).
+backend = "$repl_backend"
 interface = "repl0"
 
 [replication]
-heartbeat_interval_us = 1000
-miss_threshold = 5
+heartbeat_interval_us = 5000
+miss_threshold = 10
 EOF
     fi
     cat <<EOF
@@ -116,6 +132,8 @@ snat = "$TB_SNAT"
 client_subnet = "198.18.1.0/24"
 server_subnet = "198.18.2.0/24"
 EOF
+    # TB_VIRTUAL_MAC: both boxes answer for the VIP with this MAC (the switch relearns it on takeover).
+    [ -z "${TB_VIRTUAL_MAC:-}" ] || echo "virtual_mac = \"$TB_VIRTUAL_MAC\""
     for l in stream:7000 iperf:5201 http:80; do
       cat <<EOF
 
@@ -163,7 +181,7 @@ tb_box() {
   pid=$TB_LAST_PID
   TB_BOX_PID=$pid
   for _ in $(seq 1 50); do
-    grep -q serving "$log" 2>/dev/null && return 0
+    grep -qE "serving|standby: watching" "$log" 2>/dev/null && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done

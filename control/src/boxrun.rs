@@ -2,17 +2,16 @@
 //! threads, the control socket served on threads of its own (`boxctl`), and the process kept alive until
 //! it is told to stop.
 //!
-//! What runs today: a primary without a standby, on AF_PACKET ports (or in-memory ports, for trying a
-//! config). Listeners with policy `replica`, a standby role, and the AF_XDP and DPDK backends are refused
-//! with a clear error until the pieces that serve them are wired in.
+//! What runs today: a primary and a standby, on AF_PACKET ports, and on AF_XDP and DPDK ports when built
+//! with the control crate's `afxdp` and `dpdk` features (crate::ports). Listeners with policy `replica`
+//! are refused with a clear error until the pieces that serve them are wired in.
 
 use crate::apps::ingest::IngestApp;
-use crate::config::{self, Config, PortBackend, PortConfig};
+use crate::config::{self, Config};
 use crate::runtime::{spawn_core, CoreSpec, PollMode};
 use dataplane::app::Application;
 use dataplane::buf::Pool;
 use dataplane::gate::AckPolicy;
-use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use dataplane::port::Port;
 use dataplane::proxy::control::control_channel;
 use dataplane::proxy::replicate::Replicator;
@@ -42,6 +41,8 @@ pub enum RunError {
     Metrics(std::io::Error),
     #[error("statistics: {0}")]
     Stats(#[from] crate::stats::StatsError),
+    #[error("stepped down: {0}")]
+    SteppedDown(#[from] crate::watch::StepDown),
 }
 
 /// The control socket (and the metrics listener, if configured) of a running box; stopped on drop.
@@ -162,16 +163,6 @@ fn secret(salt: u8) -> [u8; 16] {
     out
 }
 
-fn open_afpacket(port: &'static str, pc: &PortConfig, pool: &Pool) -> Result<AfPacketPort, RunError> {
-    let Some(ifname) = pc.interface.clone() else {
-        return Err(RunError::Port { port, message: "the afpacket backend needs an interface".into() });
-    };
-    let mut c = AfPacketConfig::new(&ifname);
-    c.promisc = true;
-    AfPacketPort::open(&c, pool.clone())
-        .map_err(|e| RunError::Port { port, message: format!("{ifname}: {e}") })
-}
-
 fn applications(cfg: &Config) -> Result<Vec<Option<Box<dyn Application>>>, RunError> {
     // Applications keep their files beside the epoch file (the box's state directory).
     let dir = cfg
@@ -221,20 +212,16 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
             "box.role = standby needs [ports.replication] and [replication]".into(),
         ));
     };
-    if repl_pc.backend != PortBackend::AfPacket {
-        return Err(RunError::Unsupported(
-            "ports.replication: a standby runs on afpacket ports for now".into(),
-        ));
-    }
-    let client = open_afpacket("client", &cfg.ports.client, pool)?;
-    let server = open_afpacket("server", &cfg.ports.server, pool)?;
-    let repl = open_afpacket("replication", repl_pc, pool)?;
+    let mut ports = crate::ports::Opener::new(&[&cfg.ports.client, &cfg.ports.server, repl_pc]);
+    let client = ports.open("client", &cfg.ports.client, pool)?;
+    let server = ports.open("server", &cfg.ports.server, pool)?;
+    let repl = ports.open("replication", repl_pc, pool)?;
     run_standby_on(cfg, MonotonicClock::new(), client, server, repl, stop)
 }
 
 /// Runs a standby on open ports until `stop` is set, on the calling thread; its control socket (and
 /// metrics listener) on threads of their own. Generic over the port backend, like [`run_primary`].
-pub fn run_standby_on<P: Port>(
+pub fn run_standby_on<P: Port + 'static>(
     cfg: &Config,
     clock: MonotonicClock,
     client: P,
@@ -252,20 +239,17 @@ pub fn run_standby_on<P: Port>(
     fit_mss(&mut pc.server_tcp, server.info().mtu);
     let pc = Arc::new(pc);
     let ch = channel_config(cfg, 2, repl.info().mac.unwrap_or([2, 0, 0, 0, 2, 3]));
-    let mut det = replication::detector::DetectorConfig {
+    // Both paths wait as long as the configured heartbeat silence: a LAN timeout fixed at the 1 ms defaults
+    // made a standby on a loaded machine take over from a live primary whose ARP answer came a few ms late.
+    let silence = rc.heartbeat_interval.saturating_mul(rc.miss_threshold);
+    let det = replication::detector::DetectorConfig {
         heartbeat_interval: rc.heartbeat_interval,
         miss_threshold: rc.miss_threshold,
-        ..Default::default()
-    };
-    // The LAN path and the isolation fence follow a heartbeat slower than the defaults assume: with their
-    // fixed 5 ms and 2 ms, any interval above ~1.5 ms was refused by the detector's own check.
-    let heartbeat_timeout = rc.heartbeat_interval.saturating_mul(rc.miss_threshold);
-    if heartbeat_timeout > det.lan_timeout {
-        det.lan_timeout = heartbeat_timeout;
-        det.isolation_timeout = heartbeat_timeout
+        lan_timeout: silence,
+        isolation_timeout: silence
             .saturating_sub(rc.heartbeat_interval.saturating_mul(2))
-            .max(det.isolation_timeout);
-    }
+            .max(Duration::from_micros(1)),
+    };
     let node = replication::node::StandbyNode::new(ch, det, Default::default(), 1, 1, repl, now)
         .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
     let mut standby = crate::pair::Standby::new(node, client, server, own_client_mac);
@@ -275,14 +259,20 @@ pub fn run_standby_on<P: Port>(
     let view = Arc::new(crate::boxctl::StandbyView::default());
     let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], Some(view.clone()))?);
     let _control = start_control(cfg, ctl.clone())?;
+    standby.set_probe_interval(rc.heartbeat_interval);
     tracing::info!(box_name = %cfg.box_.name, "standby: watching the primary");
     let mut published = clock.now();
     while !stop.load(Ordering::Acquire) {
         let now = clock.now();
         let (work, next, takeover) = standby.step(now, &pc);
         if let Some(t) = takeover {
-            tracing::warn!(flows = t.flows, failed = t.failed_flows, "took over from a dead primary");
-            let took = clock.now().saturating_duration_since(now);
+            let took = clock.now().saturating_duration_since(t.at);
+            tracing::warn!(
+                flows = t.flows,
+                failed = t.failed_flows,
+                install_us = took.as_micros(),
+                "took over from a dead primary"
+            );
             ctl.record_takeover(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
             match (&mut standby, ports.take()) {
                 (crate::pair::Standby::Active(cores), Some((a, b))) => {
@@ -339,26 +329,43 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
         return run_standby(cfg, &pool, &stop);
     }
     match (cfg.ports.client.backend, cfg.ports.server.backend) {
-        (PortBackend::AfPacket, PortBackend::AfPacket) => {
-            let client = open_afpacket("client", &cfg.ports.client, &pool)?;
-            let server = open_afpacket("server", &cfg.ports.server, &pool)?;
+        (c, s) if crate::ports::runnable(c) && crate::ports::runnable(s) => {
+            let mut all = vec![&cfg.ports.client, &cfg.ports.server];
+            all.extend(cfg.ports.replication.as_ref());
+            let mut ports = crate::ports::Opener::new(&all);
+            let client = ports.open("client", &cfg.ports.client, &pool)?;
+            let server = ports.open("server", &cfg.ports.server, &pool)?;
             let clock = MonotonicClock::new();
             let mut replicator: Option<Box<dyn Replicator>> = None;
-            if let (Some(repl_pc), Some(_)) = (&cfg.ports.replication, &cfg.replication) {
+            let mut superseded = None;
+            let mut grace = None;
+            if let (Some(repl_pc), Some(rc)) = (&cfg.ports.replication, &cfg.replication) {
                 // A standby is expected: every flow is replicated before its SYN-ACK.
-                let repl = open_afpacket("replication", repl_pc, &pool)?;
+                let repl = ports.open("replication", repl_pc, &pool)?;
                 let ch = channel_config(cfg, 1, repl.info().mac.unwrap_or([2, 0, 0, 0, 1, 3]));
                 let link = replication::node::PrimaryLink::new(ch, 1, repl, clock.now())
                     .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
+                superseded = Some(link.superseded());
+                // Step down on a dead data link within the standby's takeover delay (heartbeat silence).
+                grace = Some(rc.heartbeat_interval.saturating_mul(rc.miss_threshold));
                 replicator = Some(Box::new(link));
             }
-            run_primary(cfg, clock, client, server, replicator, &stop)
+            let mut watchdog = crate::watch::Watchdog::new(superseded, grace.unwrap_or_default());
+            // Only a box with a standby steps down on a dead link: a lone primary rides out the outage.
+            for (name, port) in [("client", &cfg.ports.client), ("server", &cfg.ports.server)] {
+                if let (Some(ifname), Some(_)) = (&port.interface, grace) {
+                    watchdog.watch_carrier(name, ifname);
+                }
+            }
+            run_primary_watched(cfg, clock, client, server, replicator, watchdog, &stop)
         }
         (c, s) => Err(RunError::Unsupported(format!(
-            "ports: {}/{} — `holdfast run` opens afpacket ports for now (mem ports are for `holdfast demo`; \
-             afxdp and dpdk are built as cargo features and not yet wired into the runtime)",
+            "ports: {}/{} — this build of `holdfast run` opens afpacket ports{}{} (mem ports are for \
+             `holdfast demo`; afxdp and dpdk are cargo features of the control crate)",
             c.as_str(),
-            s.as_str()
+            s.as_str(),
+            if cfg!(feature = "afxdp") { ", afxdp" } else { "" },
+            if cfg!(feature = "dpdk") { ", dpdk" } else { "" },
         ))),
     }
 }
@@ -372,6 +379,21 @@ pub fn run_primary<P: Port + Send + 'static>(
     client: P,
     server: P,
     replicator: Option<Box<dyn Replicator>>,
+    stop: &AtomicBool,
+) -> Result<(), RunError> {
+    let watchdog = crate::watch::Watchdog::new(None, std::time::Duration::ZERO);
+    run_primary_watched(cfg, clock, client, server, replicator, watchdog, stop)
+}
+
+/// [`run_primary`], stepping down when `watchdog` says so: a later epoch took over, or a data link died
+/// while a standby stands ready to take over.
+pub fn run_primary_watched<P: Port + Send + 'static>(
+    cfg: &Config,
+    clock: MonotonicClock,
+    client: P,
+    server: P,
+    replicator: Option<Box<dyn Replicator>>,
+    mut watchdog: crate::watch::Watchdog,
     stop: &AtomicBool,
 ) -> Result<(), RunError> {
     let mode = match cfg.cores.poll {
@@ -405,18 +427,25 @@ pub fn run_primary<P: Port + Send + 'static>(
     let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;
     tracing::info!(box_name = %cfg.box_.name, "serving");
     let mut refreshed = std::time::Instant::now();
+    let mut stepped_down = None;
     while !stop.load(Ordering::Acquire) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Often enough that a stale primary waking from a stop goes quiet within a few ms.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        stepped_down = watchdog.check(std::time::Instant::now());
+        if let Some(why) = &stepped_down {
+            tracing::error!(box_name = %cfg.box_.name, "stepping down: {why}");
+            break;
+        }
         if refreshed.elapsed() >= std::time::Duration::from_secs(1) {
             refreshed = std::time::Instant::now();
             ctl.refresh();
         }
     }
-    control.server.shutdown();
-    drop(control.metrics);
     let _ = ha.stop();
     let _ = hb.stop();
-    Ok(())
+    control.server.shutdown();
+    drop(control.metrics);
+    stepped_down.map_or(Ok(()), |why| Err(why.into()))
 }
 
 #[cfg(test)]

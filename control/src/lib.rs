@@ -9,6 +9,8 @@ pub mod config;
 pub mod ctl;
 pub mod logging;
 pub mod pair;
+pub mod ports;
 pub mod runtime;
 pub mod sim;
 pub mod stats;
+pub mod watch;

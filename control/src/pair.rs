@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub struct Cores<P> {
     pub a: ClientCore<P>,
     pub b: ServerCore<P>,
+    /// After a takeover: when to repeat the gratuitous ARPs, the gap after that, and how many remain.
+    reannounce: Option<(Instant, Duration, u8)>,
 }
 
 impl<P> std::fmt::Debug for Cores<P> {
@@ -32,14 +34,25 @@ impl<P: Port> Cores<P> {
         let (to_client, from_server) = crossbeam_channel::bounded(4096);
         let a = ClientCore::new(cfg.clone(), client, to_server, from_server, Vec::new())?;
         let b = ServerCore::new(cfg.clone(), server, to_client, from_client, now)?;
-        Ok(Cores { a, b })
+        Ok(Cores { a, b, reannounce: None })
     }
 
     /// Steps both cores; returns (work done, next deadline).
     pub fn step(&mut self, now: Instant) -> (bool, Instant) {
         let a = self.a.step(now);
         let b = self.b.step(now);
-        (a.work > 0 || b.work > 0, a.next_deadline.min(b.next_deadline))
+        let mut next = a.next_deadline.min(b.next_deadline);
+        if let Some((at, gap, left)) = self.reannounce {
+            if now >= at {
+                self.a.announce(now);
+                self.b.announce(now);
+                self.reannounce = (left > 1).then(|| (now + gap, gap * 2, left - 1));
+            }
+        }
+        if let Some((at, _, _)) = self.reannounce {
+            next = next.min(at);
+        }
+        (a.work > 0 || b.work > 0, next)
     }
 }
 
@@ -52,14 +65,32 @@ pub struct LanProbe {
     outstanding: Option<Instant>,
 }
 
+/// A watching standby's cores: its ports until the first step builds the cores around them, ahead of
+/// any takeover (a core's tables hold every flow it may ever carry, allocated and written at creation:
+/// ~200 ms for 100,000 flows, which a takeover must not wait for).
+// One per standby, replaced once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Prepared<P> {
+    Ports(P, P),
+    Cores(Cores<P>),
+}
+
+impl<P> std::fmt::Debug for Prepared<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prepared::Ports(..) => write!(f, "Ports"),
+            Prepared::Cores(c) => write!(f, "{c:?}"),
+        }
+    }
+}
+
 /// What the standby is doing.
 // One per box, moved only at a takeover: the size difference between the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Standby<P> {
     Watching {
         node: StandbyNode<P>,
-        client: P,
-        server: P,
+        prepared: Prepared<P>,
         probe: LanProbe,
     },
     Active(Cores<P>),
@@ -85,12 +116,11 @@ pub struct Takeover {
     pub failed_flows: usize,
 }
 
-impl<P: Port> Standby<P> {
+impl<P: Port + 'static> Standby<P> {
     pub fn new(node: StandbyNode<P>, client: P, server: P, own_mac: [u8; 6]) -> Standby<P> {
         Standby::Watching {
             node,
-            client,
-            server,
+            prepared: Prepared::Ports(client, server),
             probe: LanProbe {
                 mac: EthernetAddress(own_mac),
                 interval: Duration::from_millis(1),
@@ -100,15 +130,28 @@ impl<P: Port> Standby<P> {
         }
     }
 
+    /// How often the VIP's holder is probed on the client LAN, and how long an answer may take (1 ms by
+    /// default; a box on a loaded machine wants its heartbeat interval here).
+    pub fn set_probe_interval(&mut self, interval: Duration) {
+        if let Standby::Watching { probe, .. } = self {
+            probe.interval = interval;
+        }
+    }
+
     /// Steps the standby; returns (work done, next deadline, a takeover if it happened now).
     pub fn step(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> (bool, Instant, Option<Takeover>) {
+        self.prepare(now, cfg);
         match self {
             Standby::Active(cores) => {
                 let (w, t) = cores.step(now);
                 (w, t, None)
             }
             Standby::Failed(_) => (false, Instant::FAR_FUTURE, None),
-            Standby::Watching { node, client, probe, .. } => {
+            Standby::Watching { node, prepared, probe } => {
+                let client = match prepared {
+                    Prepared::Ports(c, _) => c,
+                    Prepared::Cores(k) => k.a.port_mut(),
+                };
                 let (work, mut takeover) = node.step(now);
                 let vip = Ipv4Address(cfg.vip.octets());
                 // The second path: did the VIP's holder answer the last probe?
@@ -168,14 +211,34 @@ impl<P: Port> Standby<P> {
         }
     }
 
-    /// Installs every stored flow into fresh cores on the standby's ports and claims the addresses.
+    /// Builds the cores around a watching standby's ports, once.
+    fn prepare(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) {
+        if !matches!(self, Standby::Watching { prepared: Prepared::Ports(..), .. }) {
+            return;
+        }
+        let old = std::mem::replace(self, Standby::Failed("preparing the cores".into()));
+        let Standby::Watching { node, prepared: Prepared::Ports(client, server), probe } = old else {
+            *self = old;
+            return;
+        };
+        *self = match Cores::new(cfg, client, server, now) {
+            Ok(cores) => Standby::Watching { node, prepared: Prepared::Cores(cores), probe },
+            Err(e) => Standby::Failed(e.to_string()),
+        };
+    }
+
+    /// Installs every stored flow into the standby's cores and claims the addresses.
     fn take_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Takeover {
         let old = std::mem::replace(self, Standby::Failed("takeover in progress".into()));
-        let Standby::Watching { mut node, client, server, .. } = old else {
+        let Standby::Watching { mut node, prepared, .. } = old else {
             *self = old;
             return Takeover::default();
         };
-        let mut cores = match Cores::new(cfg, client, server, now) {
+        let built = match prepared {
+            Prepared::Cores(k) => Ok(k),
+            Prepared::Ports(client, server) => Cores::new(cfg, client, server, now),
+        };
+        let mut cores = match built {
             Ok(c) => c,
             Err(e) => {
                 *self = Standby::Failed(e.to_string());
@@ -215,7 +278,15 @@ impl<P: Port> Standby<P> {
         cores.b.finish_takeover(now);
         cores.a.announce(now);
         cores.b.announce(now);
+        // One gratuitous ARP can be lost, and a stale primary waking up may still ask for its peers'
+        // addresses from the VIP: repeat the claim 50, 150, 350 and 750 ms later (keepalived sends five).
+        cores.reannounce = Some((now + Duration::from_millis(50), Duration::from_millis(100), 4));
         node.takeover_complete(now);
+        // Keep heartbeating on the replication port in the new epoch: that is what fences the old
+        // primary if it was only stopped and wakes up (new flows run degraded until a standby attaches).
+        if let Ok(link) = node.into_primary_link(now) {
+            cores.a.set_replicator(Box::new(link));
+        }
         *self = Standby::Active(cores);
         t
     }

@@ -15,6 +15,8 @@ use dataplane::port::Port;
 use dataplane::proxy::replicate::{FlowOpened, ReplicateError, Replicator};
 use dataplane::time::Instant;
 use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 fn ip_u32(a: &SocketAddrV4) -> u32 {
     u32::from(*a.ip())
@@ -77,6 +79,8 @@ pub struct PrimaryLink<P> {
     last_peer_heartbeat: Option<Instant>,
     heartbeat_timeout: dataplane::time::Duration,
     attached: bool,
+    /// The highest epoch heard from a peer that took over from this box (0: none).
+    superseded: Arc<AtomicU32>,
 }
 
 impl<P> std::fmt::Debug for PrimaryLink<P> {
@@ -98,6 +102,7 @@ impl<P: Port> PrimaryLink<P> {
             last_peer_heartbeat: None,
             heartbeat_timeout,
             attached: false,
+            superseded: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -148,8 +153,23 @@ impl<P: Port> Replicator for PrimaryLink<P> {
     }
 
     fn poll(&mut self, now: Instant) -> usize {
-        let work = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
-        while let Some((at, _hb)) = self.ch.poll_heartbeat() {
+        let mut work = 0;
+        // Drain what queued up (bounded): a primary woken from a stop must hear the later epoch among the
+        // hundreds of heartbeats in its ring on its first step, not after a burst of 64 per step.
+        for _ in 0..16 {
+            let w = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
+            work += w;
+            if w < 64 {
+                break;
+            }
+        }
+        while let Some((at, hb)) = self.ch.poll_heartbeat() {
+            if hb.epoch > self.ch.epoch() {
+                // A box in a later epoch took over while this one was stopped or cut off: this box is
+                // stale, and whoever holds the flag must stop it transmitting.
+                self.superseded.fetch_max(hb.epoch, Ordering::AcqRel);
+                continue;
+            }
             self.last_peer_heartbeat = Some(at);
         }
         self.attached = self
@@ -171,6 +191,12 @@ impl<P: Port> Replicator for PrimaryLink<P> {
 }
 
 impl<P> PrimaryLink<P> {
+    /// Fencing: becomes the later epoch of a peer that took over from this box (0 until then). Shared,
+    /// so the runtime can watch it after the link has moved into core A.
+    pub fn superseded(&self) -> Arc<AtomicU32> {
+        self.superseded.clone()
+    }
+
     /// How long without the standby's heartbeats before it counts as gone.
     pub fn heartbeat_timeout(&self) -> dataplane::time::Duration {
         self.heartbeat_timeout
@@ -296,6 +322,13 @@ impl<P: Port> StandbyNode<P> {
     /// Marks the takeover done (the detector's role becomes primary).
     pub fn takeover_complete(&mut self, now: Instant) {
         self.detector.takeover_complete(now);
+    }
+
+    /// After a takeover: the replication port becomes the new primary's link, heartbeating in the
+    /// detector's (new) epoch, so a stale primary that wakes up hears that it was replaced and fences
+    /// itself. The store must have been drained with [`StandbyNode::take_flows`].
+    pub fn into_primary_link(self, now: Instant) -> Result<PrimaryLink<P>, ConfigError> {
+        PrimaryLink::new(*self.ch.config(), self.detector.epoch(), self.port, now)
     }
 
     pub fn flows(&self) -> usize {

@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Runs the box described by a config file (a primary on AF_PACKET ports, for now).
+    /// Runs the box described by a config file: a primary or a standby, on the port backends built in.
     Run {
         #[arg(long, short)]
         config: std::path::PathBuf,

@@ -353,6 +353,11 @@ impl<P: Port> ClientCore<P> {
         &self.io.port
     }
 
+    /// The port itself, for a standby that probes the LAN through cores it built ahead of a takeover.
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.io.port
+    }
+
     /// One line per flow with its relay and engine state, for debugging a stuck flow.
     pub fn debug_flows(&self) -> String {
         let mut out = String::new();

@@ -603,9 +603,12 @@ impl Connection {
         self.check_fin_pending();
         self.ack_now = true;
         if self.resync {
-            // After a takeover this is the first ACK at the peer's real edge: three of them make it
+            // After a takeover this is the first ACK at the peer's real edge: it makes the peer
             // fast-retransmit what it sent into the dead box at once, instead of waiting for its RTO.
-            self.dupacks_to_send = 3;
+            // Four: the first one usually moves the peer's SND.UNA (the dead box had acknowledged less),
+            // and only the three after it count as duplicates. (A Linux peer that negotiated SACK counts
+            // no duplicates without SACK blocks and resends on its RTO, >= 200 ms, whatever we send.)
+            self.dupacks_to_send = 4;
         }
     }
 
