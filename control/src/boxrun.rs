@@ -250,7 +250,9 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
                     .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
                 a.set_replicator(Box::new(link));
             }
-            let b = ServerCore::new(pc, server, to_client, from_client, clock.now())?;
+            let replicated = cfg.ports.replication.is_some() && cfg.replication.is_some();
+            let mut b = ServerCore::new(pc, server, to_client, from_client, clock.now())?;
+            b.set_report_progress(replicated);
             let ha = spawn_core(CoreSpec { name: "core-a".into(), pin: pin(0), mode }, clock, a)?;
             let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;
             tracing::info!(box_name = %cfg.box_.name, "serving");

@@ -6,12 +6,13 @@
 use dataplane::port::Port;
 use dataplane::proxy::{ClientCore, CoreError, ProxyConfig, ServerCore};
 use dataplane::step::Steppable;
-use dataplane::tcp::{Connection, SavedConnection};
+use dataplane::tcp::Connection;
 use dataplane::time::{Duration, Instant};
 use dataplane::wire::{
     build_arp_frame, parse_frame, ArpOperation, ArpRepr, EthernetAddress, FramePayload, Ipv4Address,
 };
 use replication::node::{ack_policy_of, StandbyNode};
+use replication::resume::resume;
 use std::sync::Arc;
 
 /// The two protocol cores of an active box.
@@ -83,6 +84,8 @@ pub struct Takeover {
     pub at: Instant,
     pub flows: usize,
     pub failed_flows: usize,
+    /// Flows resumed from progress newer than their last full save.
+    pub advanced_flows: usize,
 }
 
 impl<P: Port> Standby<P> {
@@ -184,15 +187,16 @@ impl<P: Port> Standby<P> {
         };
         let mut t = Takeover { at: now, ..Default::default() };
         for f in node.take_flows() {
-            let halves = SavedConnection::decode(&f.client_half)
-                .and_then(|(c, used)| SavedConnection::decode(&f.server_half).map(|(s, _)| (c, used, s)));
-            let Ok((ch, used, sh)) = halves else {
+            let Ok(r) = resume(&f) else {
                 t.failed_flows += 1;
                 continue;
             };
+            t.advanced_flows += usize::from(r.advanced);
             let policy = ack_policy_of(f.policy);
-            let restored = Connection::restore(now, &cfg.client_tcp, &ch, &[])
-                .and_then(|c| Connection::restore(now, &cfg.server_tcp, &sh, &[]).map(|s| (c, s)));
+            let restored =
+                Connection::restore(now, &cfg.client_tcp, &r.client, &r.client_send).and_then(|c| {
+                    Connection::restore(now, &cfg.server_tcp, &r.server, &r.server_send).map(|s| (c, s))
+                });
             let Ok((cconn, sconn)) = restored else {
                 t.failed_flows += 1;
                 continue;
@@ -202,9 +206,7 @@ impl<P: Port> Standby<P> {
                 t.failed_flows += 1;
                 continue;
             };
-            // The client's MAC follows its saved engine in the record.
-            let client_mac = f.client_half.get(used..used + 6).and_then(|m| <[u8; 6]>::try_from(m).ok());
-            match cores.a.install(now, client, sid, policy, cconn, client_mac) {
+            match cores.a.install(now, client, sid, policy, cconn, r.client_mac) {
                 Ok(cid) => {
                     cores.b.link(sid, cid);
                     t.flows += 1;

@@ -6,13 +6,13 @@
 //! them on its virtual clock exactly as the runtime does on the monotonic one.
 
 use crate::channel::{Channel, ChannelConfig, ConfigError, OfferError};
-use crate::delta::{FlowKey, Policy, Record, RelayOffsets, Role};
+use crate::delta::{FlowKey, HalfProgress, Policy, Record, RelayOffsets, Role};
 use crate::detector::{Detector, DetectorConfig, DetectorConfigError, Event};
 use crate::store::{FlowStore, StoreConfig, StoredFlow};
 use dataplane::buf::PacketBuf;
 use dataplane::gate::AckPolicy;
 use dataplane::port::Port;
-use dataplane::proxy::replicate::{FlowOpened, ReplicateError, Replicator};
+use dataplane::proxy::replicate::{FlowOpened, HalfState, ReplicateError, Replicator};
 use dataplane::time::Instant;
 use std::net::SocketAddrV4;
 
@@ -37,6 +37,19 @@ pub fn ack_policy_of(p: Policy) -> AckPolicy {
         Policy::Backend => AckPolicy::Backend,
         Policy::Replica => AckPolicy::Replica,
         Policy::App => AckPolicy::App,
+    }
+}
+
+/// The wire form of a half's progress.
+pub fn half_progress(h: &HalfState) -> HalfProgress {
+    HalfProgress {
+        peer_acked: h.peer_acked,
+        snd_nxt: h.snd_nxt,
+        rcv_nxt: h.rcv_nxt,
+        snd_wnd: h.snd_wnd,
+        rcv_wnd: h.rcv_wnd,
+        ts_recent: h.ts_recent,
+        ts_val: h.ts_val,
     }
 }
 
@@ -136,6 +149,21 @@ impl<P: Port> Replicator for PrimaryLink<P> {
     fn flow_closed(&mut self, now: Instant, flow: u64) -> Result<(), ReplicateError> {
         // The token of a forget is never waited for; u64::MAX keeps it apart from flow ids.
         self.offer(now, &Record::Closed { flow }, u64::MAX)
+    }
+
+    fn progress(
+        &mut self,
+        now: Instant,
+        flow: u64,
+        client: &HalfState,
+        server: &HalfState,
+    ) -> Result<(), ReplicateError> {
+        let rec = Record::Progress { flow, client: half_progress(client), server: half_progress(server) };
+        self.offer(now, &rec, u64::MAX)
+    }
+
+    fn progress_delay(&self) -> dataplane::time::Duration {
+        self.ch.config().flush_delay
     }
 
     fn poll_confirmed(&mut self) -> Option<u64> {

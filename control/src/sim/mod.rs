@@ -206,6 +206,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             replication::node::PrimaryLink::new(ch_a, 1, repl_a, now).map_err(SimError::Replication)?;
         if let Some(p) = primary.as_mut() {
             p.a.set_replicator(Box::new(link_a));
+            p.b.set_report_progress(true);
         }
         let node = replication::node::StandbyNode::new(
             ch_b,

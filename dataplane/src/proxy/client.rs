@@ -7,7 +7,7 @@
 
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
-use super::replicate::{FlowOpened, ReplicateError, Replicator};
+use super::replicate::{FlowOpened, HalfState, ReplicateError, Replicator};
 use super::timers::TimerQueue;
 use super::{offset_at, resync_backlog, segment_error_name, seq_at, take_relayed, ProxyConfig};
 use crate::app::{Accepted, AppEvent, Application};
@@ -109,6 +109,12 @@ struct ClientFlow {
     /// Stream offset just past the last backend byte taken (into the backlog or the engine); relayed bytes
     /// below it are ones the client already has (after a takeover) and are dropped.
     s2c_next: u64,
+    /// The server half's latest progress from core B.
+    server_progress: Option<HalfState>,
+    /// Progress as last offered to the standby (client half, server half).
+    progress_sent: (HalfState, HalfState),
+    /// The flow waits in the progress queue.
+    progress_queued: bool,
     dirty: bool,
     timer: Instant,
 }
@@ -152,6 +158,9 @@ pub struct ClientCore<P> {
     scratch: Vec<u8>,
     stats: ClientStats,
     started: bool,
+    /// Flows whose progress the standby has not heard yet, offered together at `progress_at`.
+    progress_queue: Vec<FlowId>,
+    progress_at: Instant,
 }
 
 impl<P> std::fmt::Debug for ClientCore<P> {
@@ -226,6 +235,8 @@ impl<P: Port> ClientCore<P> {
             app_events: Vec::new(),
             replicator: None,
             started: false,
+            progress_queue: Vec::new(),
+            progress_at: Instant::FAR_FUTURE,
             scratch,
             stats: ClientStats::default(),
             cfg,
@@ -288,6 +299,7 @@ impl<P: Port> ClientCore<P> {
             Some(g)
         };
         conn.probe();
+        let send_queued = conn.send_queue_len() as u64;
         let flow = ClientFlow {
             listener,
             policy,
@@ -309,7 +321,12 @@ impl<P: Port> ClientCore<P> {
             standby_established: false,
             fins_saved: (false, false),
             server_changed: false,
-            s2c_next: s2c,
+            // The restored engine already holds the bytes it was handed (policy replica): take the relay
+            // from past them.
+            s2c_next: s2c + send_queued,
+            server_progress: None,
+            progress_sent: (HalfState::default(), HalfState::default()),
+            progress_queued: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -537,6 +554,9 @@ impl<P: Port> ClientCore<P> {
             fins_saved: (false, false),
             server_changed: false,
             s2c_next: 0,
+            server_progress: None,
+            progress_sent: (HalfState::default(), HalfState::default()),
+            progress_queued: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -705,6 +725,13 @@ impl<P: Port> ClientCore<P> {
                 if let Some(f) = self.flows.get_mut(id) {
                     f.saved_server = server_half;
                     f.server_changed = true;
+                    self.mark(id);
+                }
+            }
+            ToClient::Progress { client_flow, server } => {
+                let id = FlowId::from_u64(client_flow);
+                if let Some(f) = self.flows.get_mut(id) {
+                    f.server_progress = Some(server);
                     self.mark(id);
                 }
             }
@@ -958,6 +985,22 @@ impl<P: Port> ClientCore<P> {
             over = true;
         }
 
+        // Progress for the standby: one pending entry per flow, offered at the next flush.
+        if !f.progress_queued
+            && f.standby == Standby::Confirmed
+            && f.standby_established
+            && f.server_progress.is_some()
+            && conn.state().is_synchronized()
+        {
+            if let Some(r) = self.replicator.as_ref() {
+                f.progress_queued = true;
+                if self.progress_queue.is_empty() {
+                    self.progress_at = now + r.progress_delay();
+                }
+                self.progress_queue.push(id);
+            }
+        }
+
         if reset || over {
             if reset {
                 if let Some(server) = f.server.take() {
@@ -1000,6 +1043,57 @@ impl<P: Port> ClientCore<P> {
             }
         }
         self.stats.flows_closed += 1;
+    }
+
+    /// Offers the queued flows' progress to the standby; what the channel refuses (back-pressure) waits for
+    /// the next flush. Returns records offered.
+    fn flush_progress(&mut self, now: Instant) -> usize {
+        let Some(r) = self.replicator.as_mut() else {
+            self.progress_queue.clear();
+            self.progress_at = Instant::FAR_FUTURE;
+            return 0;
+        };
+        let mut offered = 0;
+        let mut kept = 0;
+        let mut busy = false;
+        for i in 0..self.progress_queue.len() {
+            let Some(&id) = self.progress_queue.get(i) else { break };
+            let Some(f) = self.flows.get_mut(id) else { continue };
+            if busy {
+                if let Some(slot) = self.progress_queue.get_mut(kept) {
+                    *slot = id;
+                }
+                kept += 1;
+                continue;
+            }
+            let (Phase::Open(conn), Some(server)) = (&f.phase, f.server_progress) else {
+                f.progress_queued = false;
+                continue;
+            };
+            let client = HalfState::of(conn);
+            if (client, server) == f.progress_sent {
+                f.progress_queued = false;
+                continue;
+            }
+            match r.progress(now, id.to_u64(), &client, &server) {
+                Ok(()) => {
+                    f.progress_sent = (client, server);
+                    f.progress_queued = false;
+                    offered += 1;
+                }
+                Err(ReplicateError::Busy) => {
+                    busy = true;
+                    if let Some(slot) = self.progress_queue.get_mut(kept) {
+                        *slot = id;
+                    }
+                    kept += 1;
+                }
+                Err(ReplicateError::Unprotectable) => f.progress_queued = false,
+            }
+        }
+        self.progress_queue.truncate(kept);
+        self.progress_at = if kept == 0 { Instant::FAR_FUTURE } else { now + r.progress_delay() };
+        offered
     }
 
     fn flush_outbox(&mut self) {
@@ -1097,6 +1191,10 @@ impl<P: Port> Steppable for ClientCore<P> {
         dirty.clear();
         self.dirty = dirty;
 
+        if now >= self.progress_at {
+            work += self.flush_progress(now);
+        }
+
         // The backstop for flows nothing else ended (the engines' own idle timeouts normally do).
         let outbox = &mut self.outbox;
         let expired = self.flows.expire(now, 64, |_, _, f| {
@@ -1109,7 +1207,7 @@ impl<P: Port> Steppable for ClientCore<P> {
         self.io.flush(now);
         self.flush_outbox();
 
-        let mut next = self.timers.next_deadline();
+        let mut next = self.timers.next_deadline().min(self.progress_at);
         if let Some(r) = &self.replicator {
             next = next.min(r.poll_at());
         }

@@ -61,6 +61,9 @@ pub enum ToClient {
     Abort { client_flow: u64 },
     /// The server half's engine after a FIN went either way, for the standby (`SavedConnection::encode`).
     Saved { client_flow: u64, server_half: Vec<u8> },
+    /// The server half's progress, for the standby's records. Sent before an `Acked` it covers, so core A
+    /// never records a client edge beyond what the server half it records had acknowledged.
+    Progress { client_flow: u64, server: super::replicate::HalfState },
     /// A health check moved a backend of a listener's pool down or up (existing flows are unaffected).
     BackendHealth { listener: u16, backend: BackendId, healthy: bool },
 }

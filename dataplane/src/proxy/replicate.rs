@@ -7,8 +7,45 @@
 //! [`Replicator::poll_confirmed`] has returned its flow.
 
 use crate::gate::AckPolicy;
-use crate::time::Instant;
+use crate::tcp::Connection;
+use crate::time::{Duration, Instant};
 use std::net::SocketAddrV4;
+
+/// One half's progress since its last full save: what a standby advances the saved engine by, so a
+/// takeover resumes close to where the peers are instead of from the handshake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HalfState {
+    /// What the peer acknowledged of our stream (SND.UNA).
+    pub peer_acked: u32,
+    /// The highest sequence number sent (SND.MAX).
+    pub snd_nxt: u32,
+    /// The receive edge as acknowledged to the peer, not as received: bytes above it may exist nowhere
+    /// else, so a resumed half must take them again from the peer.
+    pub rcv_nxt: u32,
+    /// The peer's advertised window, in bytes.
+    pub snd_wnd: u32,
+    /// Our advertised window, in bytes.
+    pub rcv_wnd: u32,
+    pub ts_recent: u32,
+    /// The latest TSval sent.
+    pub ts_val: u32,
+}
+
+impl HalfState {
+    /// The progress of `conn` now.
+    pub fn of(conn: &Connection) -> HalfState {
+        let s = conn.save();
+        HalfState {
+            peer_acked: s.snd_una,
+            snd_nxt: s.snd_nxt,
+            rcv_nxt: s.ack_sent,
+            snd_wnd: s.snd_wnd,
+            rcv_wnd: s.rcv_adv.wrapping_sub(s.ack_sent),
+            ts_recent: s.ts_recent,
+            ts_val: s.ts_last,
+        }
+    }
+}
 
 /// Everything the standby needs to resume a flow: both halves' saved engines and how they are tied.
 #[derive(Debug, Clone)]
@@ -41,6 +78,17 @@ pub trait Replicator: Send {
     fn flow_opened(&mut self, now: Instant, flow: &FlowOpened<'_>) -> Result<(), ReplicateError>;
     /// The flow is over: the standby may forget it.
     fn flow_closed(&mut self, now: Instant, flow: u64) -> Result<(), ReplicateError>;
+    /// Both halves' progress of a confirmed flow, coalesced by core A (at most one per flow per
+    /// [`Replicator::progress_delay`]).
+    fn progress(
+        &mut self,
+        now: Instant,
+        flow: u64,
+        client: &HalfState,
+        server: &HalfState,
+    ) -> Result<(), ReplicateError>;
+    /// How long core A may hold a flow's progress to coalesce it: the channel's flush deadline.
+    fn progress_delay(&self) -> Duration;
     /// A flow the standby confirmed storing, if any.
     fn poll_confirmed(&mut self) -> Option<u64>;
     /// Runs the channel: frames in and out of the replication port, timers. Returns work done.

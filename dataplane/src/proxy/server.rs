@@ -7,6 +7,7 @@
 
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
+use super::replicate::HalfState;
 use super::timers::TimerQueue;
 use super::{offset_at, resync_backlog, segment_error_name, seq_at, take_relayed, ProxyConfig};
 use crate::balance::health::{HealthAction, HealthChecker, HealthEvent, Reply};
@@ -86,6 +87,8 @@ struct ServerFlow {
     c2s_closed: bool,
     /// What the backend acknowledged of the client stream, as last told to core A.
     c2s_acked_told: u64,
+    /// This half's progress as last told to core A (for the standby).
+    progress_told: HalfState,
     next_hop: [u8; 4],
     dirty: bool,
     timer: Instant,
@@ -110,6 +113,8 @@ pub struct ServerCore<P> {
     scratch: Vec<u8>,
     stats: ServerStats,
     started: bool,
+    /// Whether core A replicates flows (then it hears each server half's progress).
+    report_progress: bool,
 }
 
 impl<P> std::fmt::Debug for ServerCore<P> {
@@ -162,6 +167,7 @@ impl<P: Port> ServerCore<P> {
             scratch,
             stats: ServerStats::default(),
             started: false,
+            report_progress: false,
             cfg,
         })
     }
@@ -194,6 +200,7 @@ impl<P: Port> ServerCore<P> {
             Some(g)
         };
         conn.probe();
+        let send_queued = conn.send_queue_len() as u64;
         let flow = ServerFlow {
             client_flow: u64::MAX,
             policy,
@@ -207,10 +214,12 @@ impl<P: Port> ServerCore<P> {
             s2c_done: s2c,
             fin_forwarded: false,
             c2s_backlog: VecDeque::new(),
-            c2s_next: c2s,
+            // Past the bytes the restored engine was handed (policy replica).
+            c2s_next: c2s + send_queued,
             c2s_fin: false,
             c2s_closed: false,
             c2s_acked_told: c2s,
+            progress_told: HalfState::default(),
             next_hop: self.cfg.next_hop(*backend.ip()).octets(),
             dirty: false,
             timer: Instant::FAR_FUTURE,
@@ -270,6 +279,12 @@ impl<P: Port> ServerCore<P> {
         let mac = self.cfg.server_mac;
         self.io.emit(now, |b| build_arp_frame(b, mac, EthernetAddress::BROADCAST, None, &garp));
         self.io.flush(now);
+    }
+
+    /// Makes core B report each server half's progress to core A, which replicates it (call it when core
+    /// A has a replicator).
+    pub fn set_report_progress(&mut self, on: bool) {
+        self.report_progress = on;
     }
 
     pub fn stats(&self) -> &ServerStats {
@@ -601,6 +616,7 @@ impl<P: Port> ServerCore<P> {
             c2s_fin: false,
             c2s_closed: false,
             c2s_acked_told: 0,
+            progress_told: HalfState::default(),
             next_hop: self.cfg.next_hop(*backend.ip()).octets(),
             dirty: false,
             timer: Instant::FAR_FUTURE,
@@ -711,6 +727,13 @@ impl<P: Port> ServerCore<P> {
             if !f.fin_forwarded && conn.is_recv_closed() && conn.recv_available() == 0 {
                 f.fin_forwarded = true;
                 self.outbox.push_back(ToClient::Fin { client_flow: f.client_flow });
+            }
+            if self.report_progress && conn.state().is_synchronized() {
+                let p = HalfState::of(conn);
+                if p != f.progress_told {
+                    f.progress_told = p;
+                    self.outbox.push_back(ToClient::Progress { client_flow: f.client_flow, server: p });
+                }
             }
             // Tell core A how far the backend acknowledged the client's bytes (it gates the client's ACKs).
             let acked = offset_at(conn.iss().wrapping_add(1), conn.snd_una(), f.c2s_acked_told);
