@@ -210,11 +210,6 @@ fn run_standby(cfg: &Config, pool: &Pool, stop: &AtomicBool) -> Result<(), RunEr
 
 /// Starts the box and runs until `stop` is set.
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-    if let Some((i, _)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.ack_policy == AckPolicy::Replica) {
-        return Err(RunError::Unsupported(format!(
-            "listeners[{i}].ack_policy: replica needs a standby, and replication is not wired into the box yet"
-        )));
-    }
     let pool = Pool::new(1 << 15, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM)
         .map_err(|e| RunError::Unsupported(format!("buffer pool: {e:?}")))?;
     if cfg.box_.role == config::Role::Standby {

@@ -86,6 +86,8 @@ pub struct Takeover {
     pub failed_flows: usize,
     /// Flows resumed from progress newer than their last full save.
     pub advanced_flows: usize,
+    /// Bytes the standby held (policy replica) and handed to the restored halves to send.
+    pub held_bytes: usize,
 }
 
 impl<P: Port> Standby<P> {
@@ -100,6 +102,14 @@ impl<P: Port> Standby<P> {
                 next: Instant::ZERO,
                 outstanding: None,
             },
+        }
+    }
+
+    /// The replication node while the standby watches (before a takeover).
+    pub fn node(&self) -> Option<&StandbyNode<P>> {
+        match self {
+            Standby::Watching { node, .. } => Some(node),
+            _ => None,
         }
     }
 
@@ -192,6 +202,7 @@ impl<P: Port> Standby<P> {
                 continue;
             };
             t.advanced_flows += usize::from(r.advanced);
+            t.held_bytes += r.client_send.len() + r.server_send.len();
             let policy = ack_policy_of(f.policy);
             let restored =
                 Connection::restore(now, &cfg.client_tcp, &r.client, &r.client_send).and_then(|c| {

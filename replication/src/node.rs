@@ -6,14 +6,15 @@
 //! them on its virtual clock exactly as the runtime does on the monotonic one.
 
 use crate::channel::{Channel, ChannelConfig, ConfigError, OfferError};
-use crate::delta::{FlowKey, HalfProgress, Policy, Record, RelayOffsets, Role};
+use crate::delta::{Direction, FlowKey, HalfProgress, Policy, Record, RelayOffsets, Role};
 use crate::detector::{Detector, DetectorConfig, DetectorConfigError, Event};
 use crate::store::{FlowStore, StoreConfig, StoredFlow};
 use dataplane::buf::PacketBuf;
 use dataplane::gate::AckPolicy;
 use dataplane::port::Port;
-use dataplane::proxy::replicate::{FlowOpened, HalfState, ReplicateError, Replicator};
+use dataplane::proxy::replicate::{FlowOpened, HalfState, RelayDir, ReplicateError, Replicator, Stored};
 use dataplane::time::Instant;
+use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 
 fn ip_u32(a: &SocketAddrV4) -> u32 {
@@ -53,9 +54,20 @@ pub fn half_progress(h: &HalfState) -> HalfProgress {
     }
 }
 
+/// What a confirmation of the primary's channel stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// A flow-opened record: the flow's SYN-ACK may go.
+    Flow(u64),
+    /// Bytes stored (policy replica).
+    Stored(Stored),
+    /// Nobody waits for it (closed, progress).
+    Nothing,
+}
+
 /// Moves a channel's frames between it and a port; returns frames moved.
-fn pump<P: Port>(
-    ch: &mut Channel<u64>,
+fn pump<P: Port, T: Copy>(
+    ch: &mut Channel<T>,
     port: &mut P,
     rx: &mut Vec<PacketBuf>,
     tx: &mut Vec<PacketBuf>,
@@ -83,7 +95,9 @@ fn pump<P: Port>(
 
 /// The primary's end of replication: what core A calls to replicate flows.
 pub struct PrimaryLink<P> {
-    ch: Channel<u64>,
+    ch: Channel<Token>,
+    confirmed: VecDeque<u64>,
+    stored: VecDeque<Stored>,
     port: P,
     rx: Vec<PacketBuf>,
     tx: Vec<PacketBuf>,
@@ -105,6 +119,8 @@ impl<P: Port> PrimaryLink<P> {
         ch.set_status(Role::Primary, 0, 0);
         Ok(PrimaryLink {
             ch,
+            confirmed: VecDeque::new(),
+            stored: VecDeque::new(),
             port,
             rx: Vec::new(),
             tx: Vec::new(),
@@ -114,7 +130,7 @@ impl<P: Port> PrimaryLink<P> {
         })
     }
 
-    fn offer(&mut self, now: Instant, rec: &Record<'_>, token: u64) -> Result<(), ReplicateError> {
+    fn offer(&mut self, now: Instant, rec: &Record<'_>, token: Token) -> Result<(), ReplicateError> {
         match self.ch.offer(now, rec, token) {
             Ok(()) => Ok(()),
             Err(OfferError::WindowFull) => Err(ReplicateError::Busy),
@@ -143,12 +159,11 @@ impl<P: Port> Replicator for PrimaryLink<P> {
             client_half: f.client_half,
             server_half: f.server_half,
         };
-        self.offer(now, &rec, f.flow)
+        self.offer(now, &rec, Token::Flow(f.flow))
     }
 
     fn flow_closed(&mut self, now: Instant, flow: u64) -> Result<(), ReplicateError> {
-        // The token of a forget is never waited for; u64::MAX keeps it apart from flow ids.
-        self.offer(now, &Record::Closed { flow }, u64::MAX)
+        self.offer(now, &Record::Closed { flow }, Token::Nothing)
     }
 
     fn progress(
@@ -159,7 +174,32 @@ impl<P: Port> Replicator for PrimaryLink<P> {
         server: &HalfState,
     ) -> Result<(), ReplicateError> {
         let rec = Record::Progress { flow, client: half_progress(client), server: half_progress(server) };
-        self.offer(now, &rec, u64::MAX)
+        self.offer(now, &rec, Token::Nothing)
+    }
+
+    fn data(
+        &mut self,
+        now: Instant,
+        flow: u64,
+        dir: RelayDir,
+        seq: u32,
+        end: u64,
+        bytes: &[u8],
+    ) -> Result<(), ReplicateError> {
+        let wire_dir = match dir {
+            RelayDir::ClientToServer => Direction::ClientToServer,
+            RelayDir::ServerToClient => Direction::ServerToClient,
+        };
+        let token = Token::Stored(Stored { flow, dir, up_to: end });
+        match self.ch.offer_data(now, flow, wire_dir, seq, bytes, token) {
+            Ok(()) => Ok(()),
+            Err(OfferError::WindowFull) => Err(ReplicateError::Busy),
+            Err(OfferError::TooLarge) => Err(ReplicateError::Unprotectable),
+        }
+    }
+
+    fn poll_stored(&mut self) -> Option<Stored> {
+        self.stored.pop_front()
     }
 
     fn progress_delay(&self) -> dataplane::time::Duration {
@@ -167,16 +207,18 @@ impl<P: Port> Replicator for PrimaryLink<P> {
     }
 
     fn poll_confirmed(&mut self) -> Option<u64> {
-        loop {
-            match self.ch.poll_confirmed()? {
-                u64::MAX => continue,
-                flow => return Some(flow),
-            }
-        }
+        self.confirmed.pop_front()
     }
 
     fn poll(&mut self, now: Instant) -> usize {
         let work = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
+        while let Some(token) = self.ch.poll_confirmed() {
+            match token {
+                Token::Flow(flow) => self.confirmed.push_back(flow),
+                Token::Stored(s) => self.stored.push_back(s),
+                Token::Nothing => {}
+            }
+        }
         while let Some((at, _hb)) = self.ch.poll_heartbeat() {
             self.last_peer_heartbeat = Some(at);
         }
@@ -328,6 +370,11 @@ impl<P: Port> StandbyNode<P> {
 
     pub fn flows(&self) -> usize {
         self.store.stats().flows
+    }
+
+    /// The flow store, for inspection (statistics, a simulator's invariant checks).
+    pub fn store(&self) -> &FlowStore {
+        &self.store
     }
 
     pub fn apply_errors(&self) -> u64 {

@@ -116,6 +116,26 @@ fn offset(start: u32, seq: u32) -> u32 {
     seq.wrapping_sub(start)
 }
 
+/// The stream offsets `[from, to)` of the held bytes of `dir`, as one contiguous run from the first
+/// held byte (a gap ends it): what the standby could hand out for that direction now.
+pub fn held_run(f: &StoredFlow, dir: Direction) -> Option<(u64, u64)> {
+    let half = match dir {
+        Direction::ClientToServer => &f.server_half,
+        Direction::ServerToClient => &f.client_half,
+    };
+    let (sender, _) = SavedConnection::decode(half).ok()?;
+    let first = f.data(dir).next()?;
+    let mut next = first.seq;
+    for c in f.data(dir) {
+        if c.seq != next {
+            break;
+        }
+        next = c.seq.wrapping_add(len32(c.bytes.len()));
+    }
+    let from = u64::from(offset(sender.iss.wrapping_add(1), first.seq));
+    Some((from, from + u64::from(next.wrapping_sub(first.seq))))
+}
+
 /// Builds the halves to install for `f`.
 pub fn resume(f: &StoredFlow) -> Result<Resumed, ResumeError> {
     let (mut client, used) = SavedConnection::decode(&f.client_half).map_err(ResumeError::ClientHalf)?;

@@ -7,7 +7,7 @@
 
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
-use super::replicate::{FlowOpened, HalfState, ReplicateError, Replicator};
+use super::replicate::{FlowOpened, HalfState, RelayDir, ReplicateError, Replicator, Stored};
 use super::timers::TimerQueue;
 use super::{offset_at, resync_backlog, segment_error_name, seq_at, take_relayed, ProxyConfig};
 use crate::app::{Accepted, AppEvent, Application};
@@ -63,6 +63,8 @@ pub struct ClientStats {
     pub relay_gaps: u64,
     /// Flows opened while replication was configured but no standby answered (served unprotected).
     pub degraded_flows: u64,
+    /// Policy-replica flows that fell back to the backend gate because the standby went away.
+    pub replica_fallbacks: u64,
 }
 
 fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
@@ -115,6 +117,17 @@ struct ClientFlow {
     progress_sent: (HalfState, HalfState),
     /// The flow waits in the progress queue.
     progress_queued: bool,
+    /// Policy replica: stream offsets the standby confirmed storing (client stream, backend stream), and
+    /// how far the backend stream was offered to it.
+    c2s_stored: u64,
+    s2c_stored: u64,
+    s2c_offered: u64,
+    /// The server half's ISN: client bytes are numbered in its space for the standby.
+    server_iss: u32,
+    /// Policy replica: relayed bytes go to the standby (from its confirmation of the flow until it is
+    /// found detached; then the flow falls back to the backend gate for good, so the standby's copy of
+    /// the stream never has a hole).
+    replica_data: bool,
     dirty: bool,
     timer: Instant,
 }
@@ -176,10 +189,6 @@ pub enum CoreError {
     Pool(usize, crate::balance::PoolError),
     #[error("listeners[{0}]: policy app needs an application, and no application was given")]
     NoApplication(usize),
-    #[error(
-        "listeners[{0}]: policy replica needs a standby and replication, which this build does not have yet"
-    )]
-    ReplicaUnsupported(usize),
     #[error("flow table: {0}")]
     Table(#[from] crate::flow::CapacityError),
     #[error("snat ports: {0}")]
@@ -205,14 +214,13 @@ impl<P: Port> ClientCore<P> {
         let mut pools = Vec::with_capacity(cfg.listeners.len());
         for (i, l) in cfg.listeners.iter().enumerate() {
             match l.policy {
-                AckPolicy::Replica => return Err(CoreError::ReplicaUnsupported(i)),
                 AckPolicy::App => {
                     if apps.get(i).is_none_or(|a| a.is_none()) {
                         return Err(CoreError::NoApplication(i));
                     }
                     pools.push(None);
                 }
-                AckPolicy::None | AckPolicy::Backend => {
+                AckPolicy::None | AckPolicy::Backend | AckPolicy::Replica => {
                     let pool = Pool::new(l.balance, &l.backends, DEFAULT_TABLE_SIZE)
                         .map_err(|e| CoreError::Pool(i, e))?;
                     pools.push(Some(pool));
@@ -327,6 +335,11 @@ impl<P: Port> ClientCore<P> {
             server_progress: None,
             progress_sent: (HalfState::default(), HalfState::default()),
             progress_queued: false,
+            c2s_stored: 0,
+            s2c_stored: 0,
+            s2c_offered: 0,
+            server_iss: 0,
+            replica_data: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -519,7 +532,13 @@ impl<P: Port> ClientCore<P> {
             self.send_rst(now, mac, key, syn);
             return;
         };
-        let policy = listener.policy;
+        // Policy replica with no standby listening falls back to backend (and the flow counts as degraded).
+        let attached = self.replicator.as_ref().is_some_and(|r| r.standby_attached());
+        let policy = if listener.policy == AckPolicy::Replica {
+            listener.policy.effective(attached).policy
+        } else {
+            listener.policy
+        };
         let backend = match self.pools.get(usize::from(li)).and_then(|p| p.as_ref()) {
             Some(pool) => match pool.pick(key.client, key.vip) {
                 Some(b) => pool.backend(b).map(|be| (b, be.addr)),
@@ -557,6 +576,11 @@ impl<P: Port> ClientCore<P> {
             server_progress: None,
             progress_sent: (HalfState::default(), HalfState::default()),
             progress_queued: false,
+            c2s_stored: 0,
+            s2c_stored: 0,
+            s2c_offered: 0,
+            server_iss: 0,
+            replica_data: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -624,6 +648,7 @@ impl<P: Port> ClientCore<P> {
             // the SYN itself unacknowledged.
             conn.set_ack_limit(Some(syn.seq));
             f.standby = Standby::ToOffer;
+            f.server_iss = crate::tcp::SavedConnection::decode(&server_half).map_or(0, |(s, _)| s.iss);
             f.saved_server = server_half;
         }
         f.phase = Phase::Open(Box::new(conn));
@@ -808,14 +833,55 @@ impl<P: Port> ClientCore<P> {
             }
         }
 
-        // Backend → client: into the send buffer as space allows, then the FIN.
-        while !f.s2c_backlog.is_empty() {
+        // Policy replica: relayed bytes go to the standby first; a standby that went away ends that.
+        if f.replica_data && !self.replicator.as_ref().is_some_and(|r| r.standby_attached()) {
+            f.replica_data = false;
+            self.stats.replica_fallbacks += 1;
+        }
+        let front = f.s2c_next.saturating_sub(f.s2c_backlog.len() as u64);
+        if f.replica_data {
+            if let Some(r) = self.replicator.as_mut() {
+                f.s2c_offered = f.s2c_offered.max(front);
+                while f.s2c_offered < f.s2c_next {
+                    let skip = usize::try_from(f.s2c_offered - front).unwrap_or(usize::MAX);
+                    let (a, b) = f.s2c_backlog.as_slices();
+                    let piece = match a.get(skip..) {
+                        Some(p) if !p.is_empty() => p,
+                        _ => b.get(skip.saturating_sub(a.len())..).unwrap_or(&[]),
+                    };
+                    let piece = piece.get(..piece.len().min(MAX_CHUNK)).unwrap_or(&[]);
+                    if piece.is_empty() {
+                        break;
+                    }
+                    let seq = seq_at(conn.iss().wrapping_add(1), f.s2c_offered);
+                    let end = f.s2c_offered + piece.len() as u64;
+                    match r.data(now, id.to_u64(), RelayDir::ServerToClient, seq, end, piece) {
+                        Ok(()) => f.s2c_offered = end,
+                        Err(ReplicateError::Busy) => break,
+                        Err(ReplicateError::Unprotectable) => {
+                            f.replica_data = false;
+                            self.stats.unprotected += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Backend → client: into the send buffer as space allows (under policy replica, only what the
+        // standby was offered), then the FIN.
+        let mut may_send =
+            if f.replica_data { f.s2c_offered.saturating_sub(front) } else { f.s2c_backlog.len() as u64 };
+        while !f.s2c_backlog.is_empty() && may_send > 0 {
             let (head, _) = f.s2c_backlog.as_slices();
+            let head =
+                head.get(..head.len().min(usize::try_from(may_send).unwrap_or(usize::MAX))).unwrap_or(&[]);
             let n = conn.send(head);
             if n == 0 {
                 break;
             }
             f.s2c_backlog.drain(..n);
+            may_send = may_send.saturating_sub(n as u64);
         }
         if f.s2c_fin && !f.s2c_closed && f.s2c_backlog.is_empty() {
             f.s2c_closed = true;
@@ -868,6 +934,21 @@ impl<P: Port> ClientCore<P> {
                     break;
                 }
                 let chunk = head[..n].to_vec();
+                if f.replica_data {
+                    if let Some(r) = self.replicator.as_mut() {
+                        let seq = seq_at(f.server_iss.wrapping_add(1), f.c2s_sent);
+                        let end = f.c2s_sent + n as u64;
+                        match r.data(now, id.to_u64(), RelayDir::ClientToServer, seq, end, &chunk) {
+                            Ok(()) => {}
+                            // The standby lags: the bytes wait in the engine, unacknowledged.
+                            Err(ReplicateError::Busy) => break,
+                            Err(ReplicateError::Unprotectable) => {
+                                f.replica_data = false;
+                                self.stats.unprotected += 1;
+                            }
+                        }
+                    }
+                }
                 conn.recv_consume(n);
                 f.c2s_sent += n as u64;
                 room -= n as u64;
@@ -931,8 +1012,16 @@ impl<P: Port> ClientCore<P> {
             conn.set_ack_limit(Some(conn.irs()));
         } else if let Some(gate) = &mut f.gate {
             gate.on_received(conn.rcv_nxt());
-            if f.policy == AckPolicy::Backend {
-                gate.on_backend_acked(seq_at(conn.irs().wrapping_add(1), f.c2s_done));
+            let start = conn.irs().wrapping_add(1);
+            match f.policy {
+                AckPolicy::Backend => {
+                    gate.on_backend_acked(seq_at(start, f.c2s_done));
+                }
+                // Safe once the standby has it, or once the backend has it (a FIN, a fallback).
+                AckPolicy::Replica => {
+                    gate.on_replica_stored(seq_at(start, f.c2s_stored.max(f.c2s_done)));
+                }
+                AckPolicy::None | AckPolicy::App => {}
             }
             conn.set_ack_limit(Some(gate.allowed()));
         } else if conn.ack_limit().is_some() {
@@ -1156,10 +1245,35 @@ impl<P: Port> Steppable for ClientCore<P> {
                 if let Some(f) = self.flows.get_mut(id) {
                     if f.standby == Standby::Waiting {
                         f.standby = Standby::Confirmed;
+                        f.replica_data = f.policy == AckPolicy::Replica;
                         work += 1;
                         self.mark(id);
                     }
                 }
+            }
+        }
+
+        if let Some(r) = self.replicator.as_mut() {
+            let mut stored: Vec<Stored> = Vec::new();
+            while let Some(s) = r.poll_stored() {
+                stored.push(s);
+            }
+            for s in stored {
+                let id = FlowId::from_u64(s.flow);
+                let Some(f) = self.flows.get_mut(id) else { continue };
+                work += 1;
+                match s.dir {
+                    RelayDir::ClientToServer => f.c2s_stored = f.c2s_stored.max(s.up_to),
+                    RelayDir::ServerToClient => {
+                        if s.up_to > f.s2c_stored {
+                            f.s2c_stored = s.up_to;
+                            if let Some(server) = f.server {
+                                self.outbox.push_back(ToServer::Stored { server, up_to: s.up_to });
+                            }
+                        }
+                    }
+                }
+                self.mark(id);
             }
         }
 

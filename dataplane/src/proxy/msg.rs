@@ -32,6 +32,9 @@ pub enum ToServer {
     Data { server: u64, offset: u64, chunk: Chunk },
     /// The client acknowledged the backend's stream up to this offset (FIN included as one).
     Acked { server: u64, up_to: u64 },
+    /// The standby stored the backend's stream up to this offset (policy `replica`): the server half may
+    /// acknowledge it to the backend.
+    Stored { server: u64, up_to: u64 },
     /// The client finished sending (its FIN), after all the data sent before.
     Fin { server: u64 },
     /// The client side is gone (reset, timed out, or refused): reset the server side.

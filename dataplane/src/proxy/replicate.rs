@@ -4,7 +4,9 @@
 //! The dataplane does not know the replication protocol (that crate sits above this one); it calls a
 //! [`Replicator`] that the box assembles: the reliable channel on the replication port, in production and
 //! in the simulator alike. Invariant 2 lives here: a client's SYN-ACK is held until
-//! [`Replicator::poll_confirmed`] has returned its flow.
+//! [`Replicator::poll_confirmed`] has returned its flow. Under policy `replica`, invariant 1 does too: a
+//! relayed byte is acknowledged to its sender once [`Replicator::poll_stored`] covers it (or the other
+//! peer acknowledged it).
 
 use crate::gate::AckPolicy;
 use crate::tcp::Connection;
@@ -63,6 +65,22 @@ pub struct FlowOpened<'a> {
     pub server_half: &'a [u8],
 }
 
+/// Which way relayed bytes travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayDir {
+    ClientToServer,
+    ServerToClient,
+}
+
+/// The standby stored a direction's bytes up to a stream offset (policy `replica`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub flow: u64,
+    pub dir: RelayDir,
+    /// Stream offset just past the last byte stored.
+    pub up_to: u64,
+}
+
 /// Why a record was not taken; the flow's SYN-ACK then waits and the record is offered again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicateError {
@@ -87,6 +105,22 @@ pub trait Replicator: Send {
         client: &HalfState,
         server: &HalfState,
     ) -> Result<(), ReplicateError>;
+    /// Relayed bytes of a confirmed flow under policy `replica`, before either peer is told they are
+    /// safe. `seq` numbers the first byte in the space of the half that transmits it to its destination
+    /// (the server half for client bytes); `end` is the stream offset just past the last one, which
+    /// [`Replicator::poll_stored`] gives back once the standby has them. `Busy` means the standby lags:
+    /// the caller holds the bytes (and so its gate) and offers them again.
+    fn data(
+        &mut self,
+        now: Instant,
+        flow: u64,
+        dir: RelayDir,
+        seq: u32,
+        end: u64,
+        bytes: &[u8],
+    ) -> Result<(), ReplicateError>;
+    /// Bytes the standby confirmed storing, in the order they were offered.
+    fn poll_stored(&mut self) -> Option<Stored>;
     /// How long core A may hold a flow's progress to coalesce it: the channel's flush deadline.
     fn progress_delay(&self) -> Duration;
     /// A flow the standby confirmed storing, if any.

@@ -78,6 +78,8 @@ struct ServerFlow {
     s2c_sent: u64,
     /// What the client acknowledged of the backend stream (FIN as one).
     s2c_done: u64,
+    /// What the standby stored of the backend stream (policy replica).
+    s2c_stored: u64,
     fin_forwarded: bool,
     /// Client bytes not yet in the engine's send buffer.
     c2s_backlog: VecDeque<u8>,
@@ -212,6 +214,7 @@ impl<P: Port> ServerCore<P> {
             connected: true,
             s2c_sent: s2c,
             s2c_done: s2c,
+            s2c_stored: s2c,
             fin_forwarded: false,
             c2s_backlog: VecDeque::new(),
             // Past the bytes the restored engine was handed (policy replica).
@@ -550,6 +553,16 @@ impl<P: Port> ServerCore<P> {
                     None => self.stats.stale_messages += 1,
                 }
             }
+            ToServer::Stored { server, up_to } => {
+                let id = FlowId::from_u64(server);
+                match self.flows.get_mut(id) {
+                    Some(f) => {
+                        f.s2c_stored = f.s2c_stored.max(up_to);
+                        self.mark(id);
+                    }
+                    None => self.stats.stale_messages += 1,
+                }
+            }
             ToServer::Fin { server } => {
                 let id = FlowId::from_u64(server);
                 match self.flows.get_mut(id) {
@@ -610,6 +623,7 @@ impl<P: Port> ServerCore<P> {
             connected: false,
             s2c_sent: 0,
             s2c_done: 0,
+            s2c_stored: 0,
             fin_forwarded: false,
             c2s_backlog: VecDeque::new(),
             c2s_next: 0,
@@ -745,8 +759,16 @@ impl<P: Port> ServerCore<P> {
 
         if let Some(gate) = &mut f.gate {
             gate.on_received(conn.rcv_nxt());
-            if f.policy == AckPolicy::Backend {
-                gate.on_backend_acked(seq_at(conn.irs().wrapping_add(1), f.s2c_done));
+            let start = conn.irs().wrapping_add(1);
+            match f.policy {
+                AckPolicy::Backend => {
+                    gate.on_backend_acked(seq_at(start, f.s2c_done));
+                }
+                // Safe once the standby has it, or once the client has it (a FIN, a fallback).
+                AckPolicy::Replica => {
+                    gate.on_replica_stored(seq_at(start, f.s2c_stored.max(f.s2c_done)));
+                }
+                AckPolicy::None | AckPolicy::App => {}
             }
             conn.set_ack_limit(Some(gate.allowed()));
         }
