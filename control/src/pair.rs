@@ -11,7 +11,7 @@ use dataplane::time::{Duration, Instant};
 use dataplane::wire::{
     build_arp_frame, parse_frame, ArpOperation, ArpRepr, EthernetAddress, FramePayload, Ipv4Address,
 };
-use replication::node::{ack_policy_of, StandbyNode};
+use replication::node::{ack_policy_of, PrimaryLink, StandbyNode};
 use replication::resume::resume;
 use std::sync::Arc;
 
@@ -34,6 +34,18 @@ impl<P: Port> Cores<P> {
         let a = ClientCore::new(cfg.clone(), client, to_server, from_server, Vec::new())?;
         let b = ServerCore::new(cfg.clone(), server, to_client, from_client, now)?;
         Ok(Cores { a, b })
+    }
+
+    /// A planned switchover, primary side: both cores stop taking frames in and core A offers every flow's
+    /// progress now; once [`Cores::synced`] says the standby has it all, the box goes silent.
+    pub fn stop_intake(&mut self, now: Instant) {
+        self.a.stop_intake(now);
+        self.b.stop_intake();
+    }
+
+    /// Whether the standby confirmed everything this box offered.
+    pub fn synced(&self) -> bool {
+        self.a.replication_synced()
     }
 
     /// Steps both cores; returns (work done, next deadline).
@@ -88,9 +100,11 @@ pub struct Takeover {
     pub advanced_flows: usize,
     /// Bytes the standby held (policy replica) and handed to the restored halves to send.
     pub held_bytes: usize,
+    /// The epoch this box serves in from now on.
+    pub epoch: u32,
 }
 
-impl<P: Port> Standby<P> {
+impl<P: Port + Send + 'static> Standby<P> {
     pub fn new(node: StandbyNode<P>, client: P, server: P, own_mac: [u8; 6]) -> Standby<P> {
         Standby::Watching {
             node,
@@ -173,16 +187,26 @@ impl<P: Port> Standby<P> {
                     .min(probe.next)
                     .min(probe.outstanding.map_or(Instant::FAR_FUTURE, |t| t + probe.interval));
                 let mut done = None;
-                if takeover.is_some() && node.has_heard_primary() {
-                    done = Some(self.take_over(now, cfg));
+                if let (Some(epoch), true) = (takeover, node.has_heard_primary()) {
+                    done = Some(self.take_over(now, cfg, epoch));
                 }
                 (work > 0 || done.is_some(), next, done)
             }
         }
     }
 
-    /// Installs every stored flow into fresh cores on the standby's ports and claims the addresses.
-    fn take_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Takeover {
+    /// A planned switchover, standby side: takes over now, without waiting for the primary to fail (the
+    /// primary has gone silent after [`Cores::synced`]). `None` when this box is not a watching standby
+    /// that heard a primary.
+    pub fn switch_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Option<Takeover> {
+        let Standby::Watching { node, .. } = self else { return None };
+        let epoch = node.take_over_now()?;
+        Some(self.take_over(now, cfg, epoch))
+    }
+
+    /// Installs every stored flow into fresh cores on the standby's ports and claims the addresses. The
+    /// replication port then carries this box's own replication, for a standby that joins later.
+    fn take_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>, epoch: u32) -> Takeover {
         let old = std::mem::replace(self, Standby::Failed("takeover in progress".into()));
         let Standby::Watching { mut node, client, server, .. } = old else {
             *self = old;
@@ -195,7 +219,7 @@ impl<P: Port> Standby<P> {
                 return Takeover::default();
             }
         };
-        let mut t = Takeover { at: now, ..Default::default() };
+        let mut t = Takeover { at: now, epoch, ..Default::default() };
         for f in node.take_flows() {
             let Ok(r) = resume(&f) else {
                 t.failed_flows += 1;
@@ -229,6 +253,12 @@ impl<P: Port> Standby<P> {
         cores.a.announce(now);
         cores.b.announce(now);
         node.takeover_complete(now);
+        let (ch_cfg, repl) = node.into_link();
+        // A link that cannot be set up leaves this box serving alone (its flows degraded), never down.
+        if let Ok(link) = PrimaryLink::new(ch_cfg, epoch, repl, now) {
+            cores.a.set_replicator(Box::new(link));
+            cores.b.set_report_progress(true);
+        }
         *self = Standby::Active(cores);
         t
     }

@@ -202,6 +202,21 @@ impl<P: Port> Replicator for PrimaryLink<P> {
         self.stored.pop_front()
     }
 
+    fn snapshot_mark(
+        &mut self,
+        now: Instant,
+        begin: bool,
+        id: u32,
+        flows: u32,
+    ) -> Result<(), ReplicateError> {
+        let rec = if begin { Record::SnapshotBegin { id, flows } } else { Record::SnapshotEnd { id, flows } };
+        self.offer(now, &rec, Token::Nothing)
+    }
+
+    fn is_synced(&self) -> bool {
+        self.ch.is_idle() && self.confirmed.is_empty() && self.stored.is_empty()
+    }
+
     fn progress_delay(&self) -> dataplane::time::Duration {
         self.ch.config().flush_delay
     }
@@ -361,6 +376,24 @@ impl<P: Port> StandbyNode<P> {
     /// Every stored flow, for the takeover; the store is empty afterwards.
     pub fn take_flows(&mut self) -> Vec<StoredFlow> {
         self.store.drain_for_takeover().collect()
+    }
+
+    /// A planned switchover, standby side: take over now, without waiting for the primary to fail.
+    /// Returns the new epoch, or `None` when this node is not a standby that heard a primary.
+    pub fn take_over_now(&mut self) -> Option<u32> {
+        if !self.heard_primary {
+            return None;
+        }
+        match self.detector.take_over_now() {
+            Some(Event::TakeOver { epoch }) => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// The node's replication port and channel settings, for the primary this box becomes after a
+    /// takeover (a standby that joins later talks to it on the same link).
+    pub fn into_link(self) -> (ChannelConfig, P) {
+        (*self.ch.config(), self.port)
     }
 
     /// Marks the takeover done (the detector's role becomes primary).

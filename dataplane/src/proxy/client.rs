@@ -65,6 +65,9 @@ pub struct ClientStats {
     pub degraded_flows: u64,
     /// Policy-replica flows that fell back to the backend gate because the standby went away.
     pub replica_fallbacks: u64,
+    /// Bulk copies completed for standbys that (re)joined, and the flows they carried.
+    pub snapshots: u64,
+    pub snapshot_flows: u64,
 }
 
 fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
@@ -128,6 +131,11 @@ struct ClientFlow {
     /// found detached; then the flow falls back to the backend gate for good, so the standby's copy of
     /// the stream never has a hole).
     replica_data: bool,
+    /// Waits to be copied to a standby that joined (its server half's fresh save comes from core B first).
+    resave: bool,
+    /// Copied to a standby that joined mid-flow: it stays under the backend gate (the new standby never saw
+    /// the bytes in flight before it joined).
+    rejoined: bool,
     dirty: bool,
     timer: Instant,
 }
@@ -174,6 +182,15 @@ pub struct ClientCore<P> {
     /// Flows whose progress the standby has not heard yet, offered together at `progress_at`.
     progress_queue: Vec<FlowId>,
     progress_at: Instant,
+    /// Whether a standby was attached at the last step (a newly attached one gets a bulk copy).
+    was_attached: bool,
+    /// A bulk copy in progress: its id, whether SnapshotBegin went out, and how many flows it copies.
+    snapshot: Option<(u32, bool, u32)>,
+    /// Flows the bulk copy still has to send.
+    snapshot_pending: usize,
+    snapshot_next_id: u32,
+    /// A planned switchover stopped this core: frames are no longer taken in.
+    intake_stopped: bool,
 }
 
 impl<P> std::fmt::Debug for ClientCore<P> {
@@ -245,6 +262,11 @@ impl<P: Port> ClientCore<P> {
             started: false,
             progress_queue: Vec::new(),
             progress_at: Instant::FAR_FUTURE,
+            was_attached: false,
+            snapshot: None,
+            snapshot_pending: 0,
+            snapshot_next_id: 1,
+            intake_stopped: false,
             scratch,
             stats: ClientStats::default(),
             cfg,
@@ -340,6 +362,8 @@ impl<P: Port> ClientCore<P> {
             s2c_offered: 0,
             server_iss: 0,
             replica_data: false,
+            resave: false,
+            rejoined: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -411,6 +435,10 @@ impl<P: Port> ClientCore<P> {
     }
 
     fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
+        if self.intake_stopped {
+            self.stats.ignored_frames += 1;
+            return;
+        }
         let frame = match parse_frame_with(bytes, self.cfg.checksum) {
             Ok(f) => f,
             Err(e) => {
@@ -581,6 +609,8 @@ impl<P: Port> ClientCore<P> {
             s2c_offered: 0,
             server_iss: 0,
             replica_data: false,
+            resave: false,
+            rejoined: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -970,8 +1000,10 @@ impl<P: Port> ClientCore<P> {
         let established_pending = f.standby == Standby::Confirmed
             && (!f.standby_established || fin_changed)
             && conn.state().is_synchronized();
+        // A bulk copy for a standby that joined: the flow as it is now, once core B sent its half as it is.
+        let resave_ready = f.resave && f.server_changed && matches!(self.snapshot, Some((_, true, _)));
         if let (true, Some(r)) =
-            (f.standby == Standby::ToOffer || established_pending, self.replicator.as_mut())
+            (f.standby == Standby::ToOffer || established_pending || resave_ready, self.replicator.as_mut())
         {
             let server_half = &f.saved_server;
             // The saved engine, then the client's MAC: a standby that takes over can answer the client
@@ -992,6 +1024,17 @@ impl<P: Port> ClientCore<P> {
                 server_half,
             };
             match r.flow_opened(now, &rec) {
+                // The record is ordered before anything else about the flow on the channel: progress may
+                // follow at once (nobody waits for its confirmation: the flow stays under the backend gate).
+                Ok(()) if resave_ready => {
+                    f.resave = false;
+                    f.rejoined = true;
+                    f.standby = Standby::Confirmed;
+                    f.standby_established = true;
+                    f.fins_saved = fins;
+                    f.server_changed = false;
+                    self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
+                }
                 Ok(()) if established_pending => {
                     f.standby_established = true;
                     f.fins_saved = fins;
@@ -1002,6 +1045,10 @@ impl<P: Port> ClientCore<P> {
                 Err(ReplicateError::Unprotectable) => {
                     self.stats.unprotected += 1;
                     f.standby = Standby::NotReplicated;
+                    if f.resave {
+                        f.resave = false;
+                        self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
+                    }
                 }
             }
         }
@@ -1111,6 +1158,9 @@ impl<P: Port> ClientCore<P> {
     /// Forgets a flow; with `abort`, resets the server half too.
     fn remove(&mut self, _now: Instant, id: FlowId, abort: bool) {
         let Some((_, f)) = self.flows.remove(id) else { return };
+        if f.resave {
+            self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
+        }
         if matches!(f.standby, Standby::Waiting | Standby::Confirmed) {
             if let Some(r) = self.replicator.as_mut() {
                 // A full channel loses only this forget: the standby then holds a dead flow until its
@@ -1132,6 +1182,95 @@ impl<P: Port> ClientCore<P> {
             }
         }
         self.stats.flows_closed += 1;
+    }
+
+    /// A standby (re)joined: every live flow it does not know is copied to it (SnapshotBegin, each flow's
+    /// FlowOpened with both halves saved now, SnapshotEnd), while traffic flows. Flows opened meanwhile
+    /// are offered as usual. Core B is asked for each server half as it is now.
+    fn start_snapshot(&mut self) {
+        let mut ids = Vec::new();
+        for (id, _, f) in self.flows.iter() {
+            let open = f.conn().is_some_and(|c| c.state().is_synchronized());
+            if open && f.policy != AckPolicy::App && f.standby == Standby::NotReplicated && !f.resave {
+                if let Some(server) = f.server {
+                    ids.push((id, server));
+                }
+            }
+        }
+        for &(id, server) in &ids {
+            if let Some(f) = self.flows.get_mut(id) {
+                f.resave = true;
+                f.server_changed = false;
+                self.outbox.push_back(ToServer::Save { server });
+            }
+        }
+        self.snapshot_pending += ids.len();
+        let flows = u32::try_from(self.snapshot_pending).unwrap_or(u32::MAX);
+        match &mut self.snapshot {
+            Some((_, false, n)) => *n = flows,
+            // A copy already under way takes the new flows too (its begin record named fewer).
+            Some(_) => {}
+            None => {
+                self.snapshot = Some((self.snapshot_next_id, false, flows));
+                self.snapshot_next_id = self.snapshot_next_id.wrapping_add(1);
+            }
+        }
+        self.stats.snapshot_flows += ids.len() as u64;
+    }
+
+    /// Moves a bulk copy on: its begin record, then (once every flow went out) its end record.
+    fn advance_snapshot(&mut self, now: Instant) -> usize {
+        let Some((id, begun, flows)) = self.snapshot else { return 0 };
+        let Some(r) = self.replicator.as_mut() else {
+            self.snapshot = None;
+            return 0;
+        };
+        if !begun {
+            if r.snapshot_mark(now, true, id, flows).is_err() {
+                return 0;
+            }
+            self.snapshot = Some((id, true, flows));
+            let waiting: Vec<FlowId> =
+                self.flows.iter().filter(|(_, _, f)| f.resave).map(|(id, _, _)| id).collect();
+            for id in waiting {
+                self.mark(id);
+            }
+            return 1;
+        }
+        if self.snapshot_pending == 0 && r.snapshot_mark(now, false, id, flows).is_ok() {
+            self.snapshot = None;
+            self.stats.snapshots += 1;
+            return 1;
+        }
+        0
+    }
+
+    /// A planned switchover, first step: take no more frames in, and offer every replicated flow's progress
+    /// now. Then wait for [`ClientCore::replication_synced`] before going silent.
+    pub fn stop_intake(&mut self, now: Instant) {
+        self.intake_stopped = true;
+        let ids: Vec<FlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, _, f)| f.standby == Standby::Confirmed && !f.progress_queued)
+            .map(|(id, _, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(f) = self.flows.get_mut(id) {
+                f.progress_queued = true;
+                self.progress_queue.push(id);
+            }
+        }
+        self.progress_at = now;
+    }
+
+    /// Whether the standby has everything this core offered, and nothing from core B waits: the moment a
+    /// planned switchover hands over.
+    pub fn replication_synced(&self) -> bool {
+        self.progress_queue.is_empty()
+            && self.snapshot.is_none()
+            && self.from_server.is_empty()
+            && self.replicator.as_ref().is_none_or(|r| r.is_synced())
     }
 
     /// Offers the queued flows' progress to the standby; what the channel refuses (back-pressure) waits for
@@ -1234,8 +1373,12 @@ impl<P: Port> Steppable for ClientCore<P> {
             self.handle_app_events();
         }
 
+        let mut joined = false;
         if let Some(r) = self.replicator.as_mut() {
             work += r.poll(now);
+            let attached = r.standby_attached();
+            joined = attached && !self.was_attached;
+            self.was_attached = attached;
             let mut confirmed = Vec::new();
             while let Some(flow) = r.poll_confirmed() {
                 confirmed.push(flow);
@@ -1245,12 +1388,16 @@ impl<P: Port> Steppable for ClientCore<P> {
                 if let Some(f) = self.flows.get_mut(id) {
                     if f.standby == Standby::Waiting {
                         f.standby = Standby::Confirmed;
-                        f.replica_data = f.policy == AckPolicy::Replica;
+                        f.replica_data = f.policy == AckPolicy::Replica && !f.rejoined;
                         work += 1;
                         self.mark(id);
                     }
                 }
             }
+        }
+
+        if joined {
+            self.start_snapshot();
         }
 
         if let Some(r) = self.replicator.as_mut() {
@@ -1308,6 +1455,7 @@ impl<P: Port> Steppable for ClientCore<P> {
         if now >= self.progress_at {
             work += self.flush_progress(now);
         }
+        work += self.advance_snapshot(now);
 
         // The backstop for flows nothing else ended (the engines' own idle timeouts normally do).
         let outbox = &mut self.outbox;

@@ -35,6 +35,8 @@ pub enum ToServer {
     /// The standby stored the backend's stream up to this offset (policy `replica`): the server half may
     /// acknowledge it to the backend.
     Stored { server: u64, up_to: u64 },
+    /// Send the server half's engine as it is now (`ToClient::Saved`): a standby that joined needs it.
+    Save { server: u64 },
     /// The client finished sending (its FIN), after all the data sent before.
     Fin { server: u64 },
     /// The client side is gone (reset, timed out, or refused): reset the server side.

@@ -121,6 +121,13 @@ pub trait Replicator: Send {
     ) -> Result<(), ReplicateError>;
     /// Bytes the standby confirmed storing, in the order they were offered.
     fn poll_stored(&mut self) -> Option<Stored>;
+    /// Marks a bulk copy for a standby that (re)joined: `begin` before the flows' FlowOpened records, then
+    /// not `begin` after the last one; `flows` is how many the copy holds at its start.
+    fn snapshot_mark(&mut self, now: Instant, begin: bool, id: u32, flows: u32)
+        -> Result<(), ReplicateError>;
+    /// Whether everything offered so far is confirmed (nothing waits in the channel): a planned switchover
+    /// hands over only then.
+    fn is_synced(&self) -> bool;
     /// How long core A may hold a flow's progress to coalesce it: the channel's flush deadline.
     fn progress_delay(&self) -> Duration;
     /// A flow the standby confirmed storing, if any.

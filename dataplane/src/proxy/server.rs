@@ -117,6 +117,8 @@ pub struct ServerCore<P> {
     started: bool,
     /// Whether core A replicates flows (then it hears each server half's progress).
     report_progress: bool,
+    /// A planned switchover stopped this core: frames are no longer taken in.
+    intake_stopped: bool,
 }
 
 impl<P> std::fmt::Debug for ServerCore<P> {
@@ -170,6 +172,7 @@ impl<P: Port> ServerCore<P> {
             stats: ServerStats::default(),
             started: false,
             report_progress: false,
+            intake_stopped: false,
             cfg,
         })
     }
@@ -290,6 +293,12 @@ impl<P: Port> ServerCore<P> {
         self.report_progress = on;
     }
 
+    /// For a planned switchover: from now on no frame is taken in (the peers retransmit to the box that
+    /// takes over), so the state the standby receives stops moving.
+    pub fn stop_intake(&mut self) {
+        self.intake_stopped = true;
+    }
+
     pub fn stats(&self) -> &ServerStats {
         &self.stats
     }
@@ -334,6 +343,10 @@ impl<P: Port> ServerCore<P> {
     }
 
     fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
+        if self.intake_stopped {
+            self.stats.ignored_frames += 1;
+            return;
+        }
         let frame = match parse_frame_with(bytes, self.cfg.checksum) {
             Ok(f) => f,
             Err(e) => {
@@ -559,6 +572,17 @@ impl<P: Port> ServerCore<P> {
                     Some(f) => {
                         f.s2c_stored = f.s2c_stored.max(up_to);
                         self.mark(id);
+                    }
+                    None => self.stats.stale_messages += 1,
+                }
+            }
+            ToServer::Save { server } => {
+                let id = FlowId::from_u64(server);
+                match self.flows.get(id) {
+                    Some(f) => {
+                        let mut server_half = Vec::with_capacity(crate::tcp::SAVED_LEN);
+                        f.conn.save().encode(&mut server_half);
+                        self.outbox.push_back(ToClient::Saved { client_flow: f.client_flow, server_half });
                     }
                     None => self.stats.stale_messages += 1,
                 }
