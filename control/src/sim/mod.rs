@@ -43,6 +43,14 @@ pub struct Scenario {
     pub peer_buffer: usize,
     /// With a standby attached: the primary dies at this moment (virtual time) and the standby takes over.
     pub crash_primary_at: Option<Duration>,
+    /// A planned switchover at this moment instead of a crash: the primary stops taking frames in, syncs
+    /// the standby, goes silent, and the standby takes over without waiting for detection.
+    pub switchover_at: Option<Duration>,
+    /// After the takeover, the box that died (or handed over) comes back this much later as the new
+    /// standby, and receives a bulk copy of every flow while traffic flows.
+    pub rejoin_after: Option<Duration>,
+    /// After a rejoin, the new primary dies at this moment, and the rejoined box takes over.
+    pub second_crash_at: Option<Duration>,
 }
 
 impl Scenario {
@@ -68,6 +76,9 @@ impl Scenario {
             max_flows: 4096,
             peer_buffer: 256 * 1024,
             crash_primary_at: None,
+            switchover_at: None,
+            rejoin_after: None,
+            second_crash_at: None,
         }
     }
 }
@@ -102,6 +113,10 @@ pub struct Report {
     /// From the primary's death to the standby serving every stored flow.
     pub takeover_ms: Option<f64>,
     pub flows_taken_over: usize,
+    /// With a rejoin and a second crash: from the new primary's death to the rejoined box serving, and
+    /// how many flows the rejoined box took over (all of them came to it in the bulk copy or after).
+    pub second_takeover_ms: Option<f64>,
+    pub second_flows_taken_over: usize,
     pub virtual_ms: u64,
     pub wall_ms: u64,
     pub frames_lost_by_links: u64,
@@ -177,8 +192,11 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
 
     let lan = |name: &str, seed: u64| MemConfig { queue_len: 8192, ..MemConfig::new(name, seed) };
     // Switch port 0 is the primary's, port 1 the standby's; hosts follow.
-    let (mut client_lan, client_ctl) = mem::switch(&pool, &lan("client-lan", sc.seed), sc.client_hosts + 2);
-    let (mut server_lan, server_ctl) = mem::switch(&pool, &lan("server-lan", sc.seed ^ 0xabcd), 3);
+    // A box that rejoins gets a port of its own on each segment (the last one).
+    let spare = usize::from(sc.rejoin_after.is_some());
+    let (mut client_lan, client_ctl) =
+        mem::switch(&pool, &lan("client-lan", sc.seed), sc.client_hosts + 2 + spare);
+    let (mut server_lan, server_ctl) = mem::switch(&pool, &lan("server-lan", sc.seed ^ 0xabcd), 3 + spare);
     for p in client_lan.iter_mut().chain(server_lan.iter_mut()) {
         p.set_faults(sc.faults);
     }
@@ -187,15 +205,35 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     let proxy_server_port = server_lan.remove(0);
     let standby_server_port = server_lan.remove(0);
     let backend_port = server_lan.remove(0);
+    let mut rejoin_ports = match (sc.rejoin_after, client_lan.pop(), server_lan.pop()) {
+        (Some(_), Some(c), Some(s)) => Some((c, s)),
+        (Some(_), _, _) => return Err(SimError::Standby("no port for the rejoining box".into())),
+        (None, c, _) => {
+            // Without a rejoin there is no spare: the popped port is a client host's.
+            client_lan.extend(c);
+            None
+        }
+    };
 
     // Both boxes share the configuration, virtual MACs included: a takeover needs no ARP change at the
     // peers, only a switch that relearns where the MACs are (the standby's gratuitous ARP does that).
     let cfg = Arc::new(proxy_config(sc.policy, sc.max_flows, sc.seed));
     let mut primary = Some(pair::Cores::new(&cfg, proxy_client_port, proxy_server_port, clock.now())?);
-    let (mut repl_a, mut repl_b, repl_ctl) =
-        mem::link(&pool, &MemConfig::new("replication", sc.seed ^ 0x5151));
+    // With a rejoin the replication segment is a three-port switch: the rejoining box plugs into the third.
+    let repl_cfg = MemConfig::new("replication", sc.seed ^ 0x5151);
+    let (mut repl_a, mut repl_b, mut repl_spare, repl_ctl) = if sc.rejoin_after.is_some() {
+        let (mut ports, ctl) = mem::switch(&pool, &repl_cfg, 3);
+        let spare = ports.pop();
+        let (Some(b), Some(a)) = (ports.pop(), ports.pop()) else {
+            return Err(SimError::Standby("replication switch without ports".into()));
+        };
+        (a, b, spare, ctl)
+    } else {
+        let (a, b, ctl) = mem::link(&pool, &repl_cfg);
+        (a, b, None, ctl)
+    };
     let mut standby = None;
-    if sc.crash_primary_at.is_some() {
+    if sc.crash_primary_at.is_some() || sc.switchover_at.is_some() {
         repl_a.set_faults(sc.faults);
         repl_b.set_faults(sc.faults);
         let link = replication::frame::LinkAddrs { src: mac(1, 3), dst: mac(2, 3) };
@@ -223,6 +261,10 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     }
     let mut crashed_at: Option<Instant> = None;
     let mut takeover: Option<pair::Takeover> = None;
+    let mut switching_since: Option<Instant> = None;
+    let mut rejoined: Option<pair::Standby<MemPort>> = None;
+    let mut second_crashed_at: Option<Instant> = None;
+    let mut second_takeover: Option<pair::Takeover> = None;
 
     let total_conns = sc.client_hosts * sc.conns_per_host;
     let mut backend: BackendHost<MemPort> = BackendHost::new(
@@ -293,7 +335,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         // Policy replica: what the standby holds of each client's stream, as of just before it takes over
         // (it hands those bytes to its restored flows, so they stay covered after the takeover).
         if sc.policy == AckPolicy::Replica && (iterations % 16 == 15 || crashed_at.is_some()) {
-            if let Some(node) = standby.as_ref().and_then(|s| s.node()) {
+            for node in [standby.as_ref(), rejoined.as_ref()].into_iter().flatten().filter_map(|s| s.node()) {
                 note_standby_copy(&mut standby_copy, node, &clients);
             }
         }
@@ -322,6 +364,99 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
                 repl_ctl.set_up(0, false);
                 crashed_at = Some(now);
                 progress(&format!("  t={:>7.3}s virtual  the primary dies", now.as_micros() as f64 / 1e6));
+            } else {
+                next = next.min(at);
+            }
+        }
+        if let (Some(at), None) = (sc.switchover_at, switching_since) {
+            let at = Instant::ZERO + at;
+            if now >= at {
+                if let Some(p) = primary.as_mut() {
+                    p.stop_intake(now);
+                }
+                switching_since = Some(now);
+                progress(&format!(
+                    "  t={:>7.3}s virtual  planned switchover: the primary stops taking data in",
+                    now.as_micros() as f64 / 1e6
+                ));
+            } else {
+                next = next.min(at);
+            }
+        }
+        if let (Some(since), None) = (switching_since, crashed_at) {
+            if primary.as_ref().is_some_and(|p| p.synced()) {
+                // Synced: the primary goes silent and the standby takes over at once.
+                primary = None;
+                client_ctl.set_up(0, false);
+                server_ctl.set_up(0, false);
+                repl_ctl.set_up(0, false);
+                crashed_at = Some(since);
+                if let Some(tk) = standby.as_mut().and_then(|sb| sb.switch_over(now, &cfg)) {
+                    takeover = Some(tk);
+                    work = true;
+                    progress(&format!(
+                        "  t={:>7.3}s virtual  the standby takes over (switchover)",
+                        now.as_micros() as f64 / 1e6
+                    ));
+                }
+            } else {
+                next = next.min(now + Duration::from_micros(10));
+            }
+        }
+        if let (Some(tk), Some(after), true) = (takeover, sc.rejoin_after, rejoined.is_none()) {
+            let at = tk.at + after;
+            if now >= at {
+                if let (Some((client_port, server_port)), Some(repl)) =
+                    (rejoin_ports.take(), repl_spare.take())
+                {
+                    // The box that died comes back under its own replication address, as box 1.
+                    let link = replication::frame::LinkAddrs { src: mac(1, 3), dst: mac(2, 3) };
+                    let ch = replication::channel::ChannelConfig { box_id: 1, link, ..Default::default() };
+                    let node = replication::node::StandbyNode::new(
+                        ch,
+                        replication::detector::DetectorConfig::default(),
+                        replication::store::StoreConfig::default(),
+                        tk.epoch,
+                        2,
+                        repl,
+                        now,
+                    )
+                    .map_err(|e| SimError::Standby(e.to_string()))?;
+                    rejoined = Some(pair::Standby::new(node, client_port, server_port, mac(3, 1)));
+                    progress(&format!(
+                        "  t={:>7.3}s virtual  the old box rejoins as the standby",
+                        now.as_micros() as f64 / 1e6
+                    ));
+                }
+            } else {
+                next = next.min(at);
+            }
+        }
+        if let Some(rj) = rejoined.as_mut() {
+            let (w, t, tk) = rj.step(now, &cfg);
+            work |= w;
+            next = next.min(t);
+            if tk.is_some() {
+                second_takeover = tk;
+                progress(&format!(
+                    "  t={:>7.3}s virtual  the rejoined box takes over",
+                    now.as_micros() as f64 / 1e6
+                ));
+            }
+        }
+        if let (Some(at), None, true) = (sc.second_crash_at, second_crashed_at, rejoined.is_some()) {
+            let at = Instant::ZERO + at;
+            if now >= at {
+                // The new primary dies: the rejoined box must take over from the copy it received.
+                standby = None;
+                client_ctl.set_up(1, false);
+                server_ctl.set_up(1, false);
+                repl_ctl.set_up(1, false);
+                second_crashed_at = Some(now);
+                progress(&format!(
+                    "  t={:>7.3}s virtual  the new primary dies",
+                    now.as_micros() as f64 / 1e6
+                ));
             } else {
                 next = next.min(at);
             }
@@ -415,7 +550,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             sc.time_limit
         ));
     }
-    if sc.crash_primary_at.is_none() {
+    if sc.crash_primary_at.is_none() && sc.switchover_at.is_none() {
         notes.push(
             "no standby attached: this run shows the relay and the ack gate, without a failover".into(),
         );
@@ -437,7 +572,12 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             "policy none acknowledges on receipt: {violations} times a client held an ACK for bytes the backend did not have yet (the unprotected baseline)"
         ));
     }
-    let failover_ok = sc.crash_primary_at.is_none() || takeover.is_some_and(|t| t.failed_flows == 0);
+    if second_crashed_at.is_some() && second_takeover.is_none() {
+        notes.push("the new primary died and the rejoined box never took over".into());
+    }
+    let planned = sc.crash_primary_at.is_some() || sc.switchover_at.is_some();
+    let failover_ok = (!planned || takeover.is_some_and(|t| t.failed_flows == 0))
+        && (sc.second_crash_at.is_none() || second_takeover.is_some_and(|t| t.failed_flows == 0));
     let pass = failover_ok
         && complete == conns.len()
         && broken == 0
@@ -467,6 +607,11 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             _ => None,
         },
         flows_taken_over: takeover.map_or(0, |t| t.flows),
+        second_takeover_ms: match (second_crashed_at, second_takeover) {
+            (Some(c), Some(t)) => Some((t.at - c).as_micros() as f64 / 1000.0),
+            _ => None,
+        },
+        second_flows_taken_over: second_takeover.map_or(0, |t| t.flows),
         virtual_ms: clock.now().as_millis(),
         wall_ms: wall.elapsed().as_millis() as u64,
         frames_lost_by_links,

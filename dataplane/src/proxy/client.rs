@@ -1030,7 +1030,8 @@ impl<P: Port> ClientCore<P> {
                     f.resave = false;
                     f.rejoined = true;
                     f.standby = Standby::Confirmed;
-                    f.standby_established = true;
+                    // A copy taken during the handshake is sent again once it completes.
+                    f.standby_established = conn.state().is_synchronized();
                     f.fins_saved = fins;
                     f.server_changed = false;
                     self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
@@ -1190,7 +1191,8 @@ impl<P: Port> ClientCore<P> {
     fn start_snapshot(&mut self) {
         let mut ids = Vec::new();
         for (id, _, f) in self.flows.iter() {
-            let open = f.conn().is_some_and(|c| c.state().is_synchronized());
+            // A flow still in its handshake is copied too (a takeover resumes it from there).
+            let open = f.conn().is_some_and(|c| c.state() != State::Closed);
             if open && f.policy != AckPolicy::App && f.standby == Standby::NotReplicated && !f.resave {
                 if let Some(server) = f.server {
                     ids.push((id, server));
