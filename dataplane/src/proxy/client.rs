@@ -191,6 +191,8 @@ pub struct ClientCore<P> {
     snapshot_next_id: u32,
     /// A planned switchover stopped this core: frames are no longer taken in.
     intake_stopped: bool,
+    /// Confirmations of stored bytes being applied (kept for its capacity).
+    stored_scratch: Vec<Stored>,
 }
 
 impl<P> std::fmt::Debug for ClientCore<P> {
@@ -267,6 +269,7 @@ impl<P: Port> ClientCore<P> {
             snapshot_pending: 0,
             snapshot_next_id: 1,
             intake_stopped: false,
+            stored_scratch: Vec::new(),
             scratch,
             stats: ClientStats::default(),
             cfg,
@@ -1403,11 +1406,11 @@ impl<P: Port> Steppable for ClientCore<P> {
         }
 
         if let Some(r) = self.replicator.as_mut() {
-            let mut stored: Vec<Stored> = Vec::new();
+            let mut stored = std::mem::take(&mut self.stored_scratch);
             while let Some(s) = r.poll_stored() {
                 stored.push(s);
             }
-            for s in stored {
+            for s in stored.drain(..) {
                 let id = FlowId::from_u64(s.flow);
                 let Some(f) = self.flows.get_mut(id) else { continue };
                 work += 1;
@@ -1424,6 +1427,7 @@ impl<P: Port> Steppable for ClientCore<P> {
                 }
                 self.mark(id);
             }
+            self.stored_scratch = stored;
         }
 
         while let Some((slot, generation, at)) = self.timers.pop_due(now) {
