@@ -405,6 +405,11 @@ impl<P: Port> StandbyNode<P> {
         self.store.stats().flows
     }
 
+    /// The replication port's counters (what the primary's deltas cost on the link).
+    pub fn port_stats(&self) -> dataplane::port::PortStats {
+        self.port.stats()
+    }
+
     /// The flow store, for inspection (statistics, a simulator's invariant checks).
     pub fn store(&self) -> &FlowStore {
         &self.store

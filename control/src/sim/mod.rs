@@ -117,6 +117,9 @@ pub struct Report {
     /// how many flows the rejoined box took over (all of them came to it in the bulk copy or after).
     pub second_takeover_ms: Option<f64>,
     pub second_flows_taken_over: usize,
+    /// Bytes the standby received on the replication link while it watched (frames, retransmissions
+    /// included); 0 once it took over.
+    pub replication_bytes: u64,
     pub virtual_ms: u64,
     pub wall_ms: u64,
     pub frames_lost_by_links: u64,
@@ -612,6 +615,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             _ => None,
         },
         second_flows_taken_over: second_takeover.map_or(0, |t| t.flows),
+        replication_bytes: standby.as_ref().and_then(|s| s.node()).map_or(0, |n| n.port_stats().rx_bytes),
         virtual_ms: clock.now().as_millis(),
         wall_ms: wall.elapsed().as_millis() as u64,
         frames_lost_by_links,

@@ -136,6 +136,8 @@ struct ClientFlow {
     /// Copied to a standby that joined mid-flow: it stays under the backend gate (the new standby never saw
     /// the bytes in flight before it joined).
     rejoined: bool,
+    /// The channel refused this flow's record (back-pressure): it is serviced again when room comes.
+    repl_blocked: bool,
     dirty: bool,
     timer: Instant,
 }
@@ -193,6 +195,8 @@ pub struct ClientCore<P> {
     intake_stopped: bool,
     /// Confirmations of stored bytes being applied (kept for its capacity).
     stored_scratch: Vec<Stored>,
+    /// Flows whose records the channel refused: serviced again once confirmations free its window.
+    repl_blocked: Vec<FlowId>,
 }
 
 impl<P> std::fmt::Debug for ClientCore<P> {
@@ -270,6 +274,7 @@ impl<P: Port> ClientCore<P> {
             snapshot_next_id: 1,
             intake_stopped: false,
             stored_scratch: Vec::new(),
+            repl_blocked: Vec::new(),
             scratch,
             stats: ClientStats::default(),
             cfg,
@@ -367,6 +372,7 @@ impl<P: Port> ClientCore<P> {
             replica_data: false,
             resave: false,
             rejoined: false,
+            repl_blocked: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -614,6 +620,7 @@ impl<P: Port> ClientCore<P> {
             replica_data: false,
             resave: false,
             rejoined: false,
+            repl_blocked: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -890,7 +897,13 @@ impl<P: Port> ClientCore<P> {
                     let end = f.s2c_offered + piece.len() as u64;
                     match r.data(now, id.to_u64(), RelayDir::ServerToClient, seq, end, piece) {
                         Ok(()) => f.s2c_offered = end,
-                        Err(ReplicateError::Busy) => break,
+                        Err(ReplicateError::Busy) => {
+                            if !f.repl_blocked {
+                                f.repl_blocked = true;
+                                self.repl_blocked.push(id);
+                            }
+                            break;
+                        }
                         Err(ReplicateError::Unprotectable) => {
                             f.replica_data = false;
                             self.stats.unprotected += 1;
@@ -974,7 +987,13 @@ impl<P: Port> ClientCore<P> {
                         match r.data(now, id.to_u64(), RelayDir::ClientToServer, seq, end, &chunk) {
                             Ok(()) => {}
                             // The standby lags: the bytes wait in the engine, unacknowledged.
-                            Err(ReplicateError::Busy) => break,
+                            Err(ReplicateError::Busy) => {
+                                if !f.repl_blocked {
+                                    f.repl_blocked = true;
+                                    self.repl_blocked.push(id);
+                                }
+                                break;
+                            }
                             Err(ReplicateError::Unprotectable) => {
                                 f.replica_data = false;
                                 self.stats.unprotected += 1;
@@ -1045,7 +1064,12 @@ impl<P: Port> ClientCore<P> {
                     f.server_changed = false;
                 }
                 Ok(()) => f.standby = Standby::Waiting,
-                Err(ReplicateError::Busy) => {}
+                Err(ReplicateError::Busy) => {
+                    if !f.repl_blocked {
+                        f.repl_blocked = true;
+                        self.repl_blocked.push(id);
+                    }
+                }
                 Err(ReplicateError::Unprotectable) => {
                     self.stats.unprotected += 1;
                     f.standby = Standby::NotReplicated;
@@ -1379,6 +1403,7 @@ impl<P: Port> Steppable for ClientCore<P> {
         }
 
         let mut joined = false;
+        let mut confirmations = 0;
         if let Some(r) = self.replicator.as_mut() {
             work += r.poll(now);
             let attached = r.standby_attached();
@@ -1388,6 +1413,7 @@ impl<P: Port> Steppable for ClientCore<P> {
             while let Some(flow) = r.poll_confirmed() {
                 confirmed.push(flow);
             }
+            confirmations += confirmed.len();
             for flow in confirmed {
                 let id = FlowId::from_u64(flow);
                 if let Some(f) = self.flows.get_mut(id) {
@@ -1410,6 +1436,7 @@ impl<P: Port> Steppable for ClientCore<P> {
             while let Some(s) = r.poll_stored() {
                 stored.push(s);
             }
+            confirmations += stored.len();
             for s in stored.drain(..) {
                 let id = FlowId::from_u64(s.flow);
                 let Some(f) = self.flows.get_mut(id) else { continue };
@@ -1428,6 +1455,17 @@ impl<P: Port> Steppable for ClientCore<P> {
                 self.mark(id);
             }
             self.stored_scratch = stored;
+            // Confirmations free the channel's window: flows it refused try again.
+            if confirmations > 0 && !self.repl_blocked.is_empty() {
+                let mut blocked = std::mem::take(&mut self.repl_blocked);
+                for id in blocked.drain(..) {
+                    if let Some(f) = self.flows.get_mut(id) {
+                        f.repl_blocked = false;
+                    }
+                    self.mark(id);
+                }
+                self.repl_blocked = blocked;
+            }
         }
 
         while let Some((slot, generation, at)) = self.timers.pop_due(now) {
