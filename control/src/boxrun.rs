@@ -3,8 +3,8 @@
 //! it is told to stop.
 //!
 //! What runs today: a primary and a standby, on AF_PACKET ports, and on AF_XDP and DPDK ports when built
-//! with the control crate's `afxdp` and `dpdk` features (crate::ports). Listeners with policy `replica`
-//! are refused with a clear error until the pieces that serve them are wired in.
+//! with the control crate's `afxdp` and `dpdk` features (crate::ports). A listener with policy `replica`
+//! and no standby attached runs under `backend` and is reported degraded (`AckPolicy::effective`).
 
 use crate::apps::ingest::IngestApp;
 use crate::config::{self, Config};
@@ -318,11 +318,6 @@ pub fn run_standby_on<P: Port + 'static>(
 
 /// Starts the box and runs until `stop` is set.
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-    if let Some((i, _)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.ack_policy == AckPolicy::Replica) {
-        return Err(RunError::Unsupported(format!(
-            "listeners[{i}].ack_policy: replica needs a standby, and replication is not wired into the box yet"
-        )));
-    }
     let pool = Pool::new(1 << 15, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM)
         .map_err(|e| RunError::Unsupported(format!("buffer pool: {e:?}")))?;
     if cfg.box_.role == config::Role::Standby {
@@ -413,10 +408,13 @@ pub fn run_primary_watched<P: Port + Send + 'static>(
     fit_mss(&mut pc.server_tcp, server.info().mtu);
     let pc = Arc::new(pc);
     let mut a = ClientCore::new(pc.clone(), client, to_server, from_server, apps)?;
+    // Core B reports its halves' progress to core A only when there is a standby to pass it on to.
+    let replicated = replicator.is_some();
     if let Some(r) = replicator {
         a.set_replicator(r);
     }
     let mut b = ServerCore::new(pc, server, to_client, from_client, clock.now())?;
+    b.set_report_progress(replicated);
     let (tx_a, port_a) = control_channel();
     let (tx_b, port_b) = control_channel();
     a.attach_control(port_a);

@@ -6,12 +6,13 @@
 use dataplane::port::Port;
 use dataplane::proxy::{ClientCore, CoreError, ProxyConfig, ServerCore};
 use dataplane::step::Steppable;
-use dataplane::tcp::{Connection, SavedConnection};
+use dataplane::tcp::Connection;
 use dataplane::time::{Duration, Instant};
 use dataplane::wire::{
     build_arp_frame, parse_frame, ArpOperation, ArpRepr, EthernetAddress, FramePayload, Ipv4Address,
 };
-use replication::node::{ack_policy_of, StandbyNode};
+use replication::node::{ack_policy_of, PrimaryLink, StandbyNode};
+use replication::resume::resume;
 use std::sync::Arc;
 
 /// The two protocol cores of an active box.
@@ -35,6 +36,18 @@ impl<P: Port> Cores<P> {
         let a = ClientCore::new(cfg.clone(), client, to_server, from_server, Vec::new())?;
         let b = ServerCore::new(cfg.clone(), server, to_client, from_client, now)?;
         Ok(Cores { a, b, reannounce: None })
+    }
+
+    /// A planned switchover, primary side: both cores stop taking frames in and core A offers every flow's
+    /// progress now; once [`Cores::synced`] says the standby has it all, the box goes silent.
+    pub fn stop_intake(&mut self, now: Instant) {
+        self.a.stop_intake(now);
+        self.b.stop_intake();
+    }
+
+    /// Whether the standby confirmed everything this box offered.
+    pub fn synced(&self) -> bool {
+        self.a.replication_synced()
     }
 
     /// Steps both cores; returns (work done, next deadline).
@@ -114,9 +127,15 @@ pub struct Takeover {
     pub at: Instant,
     pub flows: usize,
     pub failed_flows: usize,
+    /// Flows resumed from progress newer than their last full save.
+    pub advanced_flows: usize,
+    /// Bytes the standby held (policy replica) and handed to the restored halves to send.
+    pub held_bytes: usize,
+    /// The epoch this box serves in from now on.
+    pub epoch: u32,
 }
 
-impl<P: Port + 'static> Standby<P> {
+impl<P: Port + Send + 'static> Standby<P> {
     pub fn new(node: StandbyNode<P>, client: P, server: P, own_mac: [u8; 6]) -> Standby<P> {
         Standby::Watching {
             node,
@@ -135,6 +154,14 @@ impl<P: Port + 'static> Standby<P> {
     pub fn set_probe_interval(&mut self, interval: Duration) {
         if let Standby::Watching { probe, .. } = self {
             probe.interval = interval;
+        }
+    }
+
+    /// The replication node while the standby watches (before a takeover).
+    pub fn node(&self) -> Option<&StandbyNode<P>> {
+        match self {
+            Standby::Watching { node, .. } => Some(node),
+            _ => None,
         }
     }
 
@@ -203,8 +230,8 @@ impl<P: Port + 'static> Standby<P> {
                     .min(probe.next)
                     .min(probe.outstanding.map_or(Instant::FAR_FUTURE, |t| t + probe.interval));
                 let mut done = None;
-                if takeover.is_some() && node.has_heard_primary() {
-                    done = Some(self.take_over(now, cfg));
+                if let (Some(epoch), true) = (takeover, node.has_heard_primary()) {
+                    done = Some(self.take_over(now, cfg, epoch));
                 }
                 (work > 0 || done.is_some(), next, done)
             }
@@ -227,8 +254,18 @@ impl<P: Port + 'static> Standby<P> {
         };
     }
 
-    /// Installs every stored flow into the standby's cores and claims the addresses.
-    fn take_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Takeover {
+    /// A planned switchover, standby side: takes over now, without waiting for the primary to fail (the
+    /// primary has gone silent after [`Cores::synced`]). `None` when this box is not a watching standby
+    /// that heard a primary.
+    pub fn switch_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Option<Takeover> {
+        let Standby::Watching { node, .. } = self else { return None };
+        let epoch = node.take_over_now()?;
+        Some(self.take_over(now, cfg, epoch))
+    }
+
+    /// Installs every stored flow into the cores built on the standby's ports and claims the addresses. The
+    /// replication port then carries this box's own replication, for a standby that joins later.
+    fn take_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>, epoch: u32) -> Takeover {
         let old = std::mem::replace(self, Standby::Failed("takeover in progress".into()));
         let Standby::Watching { mut node, prepared, .. } = old else {
             *self = old;
@@ -245,17 +282,19 @@ impl<P: Port + 'static> Standby<P> {
                 return Takeover::default();
             }
         };
-        let mut t = Takeover { at: now, ..Default::default() };
+        let mut t = Takeover { at: now, epoch, ..Default::default() };
         for f in node.take_flows() {
-            let halves = SavedConnection::decode(&f.client_half)
-                .and_then(|(c, used)| SavedConnection::decode(&f.server_half).map(|(s, _)| (c, used, s)));
-            let Ok((ch, used, sh)) = halves else {
+            let Ok(r) = resume(&f) else {
                 t.failed_flows += 1;
                 continue;
             };
+            t.advanced_flows += usize::from(r.advanced);
+            t.held_bytes += r.client_send.len() + r.server_send.len();
             let policy = ack_policy_of(f.policy);
-            let restored = Connection::restore(now, &cfg.client_tcp, &ch, &[])
-                .and_then(|c| Connection::restore(now, &cfg.server_tcp, &sh, &[]).map(|s| (c, s)));
+            let restored =
+                Connection::restore(now, &cfg.client_tcp, &r.client, &r.client_send).and_then(|c| {
+                    Connection::restore(now, &cfg.server_tcp, &r.server, &r.server_send).map(|s| (c, s))
+                });
             let Ok((cconn, sconn)) = restored else {
                 t.failed_flows += 1;
                 continue;
@@ -265,9 +304,7 @@ impl<P: Port + 'static> Standby<P> {
                 t.failed_flows += 1;
                 continue;
             };
-            // The client's MAC follows its saved engine in the record.
-            let client_mac = f.client_half.get(used..used + 6).and_then(|m| <[u8; 6]>::try_from(m).ok());
-            match cores.a.install(now, client, sid, policy, cconn, client_mac) {
+            match cores.a.install(now, client, sid, policy, cconn, r.client_mac) {
                 Ok(cid) => {
                     cores.b.link(sid, cid);
                     t.flows += 1;
@@ -283,9 +320,13 @@ impl<P: Port + 'static> Standby<P> {
         cores.reannounce = Some((now + Duration::from_millis(50), Duration::from_millis(100), 4));
         node.takeover_complete(now);
         // Keep heartbeating on the replication port in the new epoch: that is what fences the old
-        // primary if it was only stopped and wakes up (new flows run degraded until a standby attaches).
-        if let Ok(link) = node.into_primary_link(now) {
+        // primary if it was only stopped and wakes up (new flows run degraded until a standby attaches);
+        // the same port carries this box's replication to a standby that joins later.
+        let (ch_cfg, repl) = node.into_link();
+        // A link that cannot be set up leaves this box serving alone (its flows degraded), never down.
+        if let Ok(link) = PrimaryLink::new(ch_cfg, epoch, repl, now) {
             cores.a.set_replicator(Box::new(link));
+            cores.b.set_report_progress(true);
         }
         *self = Standby::Active(cores);
         t

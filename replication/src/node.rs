@@ -6,14 +6,15 @@
 //! them on its virtual clock exactly as the runtime does on the monotonic one.
 
 use crate::channel::{Channel, ChannelConfig, ConfigError, OfferError};
-use crate::delta::{FlowKey, Policy, Record, RelayOffsets, Role};
+use crate::delta::{Direction, FlowKey, HalfProgress, Policy, Record, RelayOffsets, Role};
 use crate::detector::{Detector, DetectorConfig, DetectorConfigError, Event};
 use crate::store::{FlowStore, StoreConfig, StoredFlow};
 use dataplane::buf::PacketBuf;
 use dataplane::gate::AckPolicy;
 use dataplane::port::Port;
-use dataplane::proxy::replicate::{FlowOpened, ReplicateError, Replicator};
+use dataplane::proxy::replicate::{FlowOpened, HalfState, RelayDir, ReplicateError, Replicator, Stored};
 use dataplane::time::Instant;
+use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -42,9 +43,33 @@ pub fn ack_policy_of(p: Policy) -> AckPolicy {
     }
 }
 
+/// The wire form of a half's progress.
+pub fn half_progress(h: &HalfState) -> HalfProgress {
+    HalfProgress {
+        peer_acked: h.peer_acked,
+        snd_nxt: h.snd_nxt,
+        rcv_nxt: h.rcv_nxt,
+        snd_wnd: h.snd_wnd,
+        rcv_wnd: h.rcv_wnd,
+        ts_recent: h.ts_recent,
+        ts_val: h.ts_val,
+    }
+}
+
+/// What a confirmation of the primary's channel stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// A flow-opened record: the flow's SYN-ACK may go.
+    Flow(u64),
+    /// Bytes stored (policy replica).
+    Stored(Stored),
+    /// Nobody waits for it (closed, progress).
+    Nothing,
+}
+
 /// Moves a channel's frames between it and a port; returns frames moved.
-fn pump<P: Port>(
-    ch: &mut Channel<u64>,
+fn pump<P: Port, T: Copy>(
+    ch: &mut Channel<T>,
     port: &mut P,
     rx: &mut Vec<PacketBuf>,
     tx: &mut Vec<PacketBuf>,
@@ -72,7 +97,9 @@ fn pump<P: Port>(
 
 /// The primary's end of replication: what core A calls to replicate flows.
 pub struct PrimaryLink<P> {
-    ch: Channel<u64>,
+    ch: Channel<Token>,
+    confirmed: VecDeque<u64>,
+    stored: VecDeque<Stored>,
     port: P,
     rx: Vec<PacketBuf>,
     tx: Vec<PacketBuf>,
@@ -96,6 +123,8 @@ impl<P: Port> PrimaryLink<P> {
         ch.set_status(Role::Primary, 0, 0);
         Ok(PrimaryLink {
             ch,
+            confirmed: VecDeque::new(),
+            stored: VecDeque::new(),
             port,
             rx: Vec::new(),
             tx: Vec::new(),
@@ -106,7 +135,7 @@ impl<P: Port> PrimaryLink<P> {
         })
     }
 
-    fn offer(&mut self, now: Instant, rec: &Record<'_>, token: u64) -> Result<(), ReplicateError> {
+    fn offer(&mut self, now: Instant, rec: &Record<'_>, token: Token) -> Result<(), ReplicateError> {
         match self.ch.offer(now, rec, token) {
             Ok(()) => Ok(()),
             Err(OfferError::WindowFull) => Err(ReplicateError::Busy),
@@ -135,21 +164,70 @@ impl<P: Port> Replicator for PrimaryLink<P> {
             client_half: f.client_half,
             server_half: f.server_half,
         };
-        self.offer(now, &rec, f.flow)
+        self.offer(now, &rec, Token::Flow(f.flow))
     }
 
     fn flow_closed(&mut self, now: Instant, flow: u64) -> Result<(), ReplicateError> {
-        // The token of a forget is never waited for; u64::MAX keeps it apart from flow ids.
-        self.offer(now, &Record::Closed { flow }, u64::MAX)
+        self.offer(now, &Record::Closed { flow }, Token::Nothing)
+    }
+
+    fn progress(
+        &mut self,
+        now: Instant,
+        flow: u64,
+        client: &HalfState,
+        server: &HalfState,
+    ) -> Result<(), ReplicateError> {
+        let rec = Record::Progress { flow, client: half_progress(client), server: half_progress(server) };
+        self.offer(now, &rec, Token::Nothing)
+    }
+
+    fn data(
+        &mut self,
+        now: Instant,
+        flow: u64,
+        dir: RelayDir,
+        seq: u32,
+        end: u64,
+        bytes: &[u8],
+    ) -> Result<(), ReplicateError> {
+        let wire_dir = match dir {
+            RelayDir::ClientToServer => Direction::ClientToServer,
+            RelayDir::ServerToClient => Direction::ServerToClient,
+        };
+        let token = Token::Stored(Stored { flow, dir, up_to: end });
+        match self.ch.offer_data(now, flow, wire_dir, seq, bytes, token) {
+            Ok(()) => Ok(()),
+            Err(OfferError::WindowFull) => Err(ReplicateError::Busy),
+            Err(OfferError::TooLarge) => Err(ReplicateError::Unprotectable),
+        }
+    }
+
+    fn poll_stored(&mut self) -> Option<Stored> {
+        self.stored.pop_front()
+    }
+
+    fn snapshot_mark(
+        &mut self,
+        now: Instant,
+        begin: bool,
+        id: u32,
+        flows: u32,
+    ) -> Result<(), ReplicateError> {
+        let rec = if begin { Record::SnapshotBegin { id, flows } } else { Record::SnapshotEnd { id, flows } };
+        self.offer(now, &rec, Token::Nothing)
+    }
+
+    fn is_synced(&self) -> bool {
+        self.ch.is_idle() && self.confirmed.is_empty() && self.stored.is_empty()
+    }
+
+    fn progress_delay(&self) -> dataplane::time::Duration {
+        self.ch.config().flush_delay
     }
 
     fn poll_confirmed(&mut self) -> Option<u64> {
-        loop {
-            match self.ch.poll_confirmed()? {
-                u64::MAX => continue,
-                flow => return Some(flow),
-            }
-        }
+        self.confirmed.pop_front()
     }
 
     fn poll(&mut self, now: Instant) -> usize {
@@ -161,6 +239,13 @@ impl<P: Port> Replicator for PrimaryLink<P> {
             work += w;
             if w < 64 {
                 break;
+            }
+        }
+        while let Some(token) = self.ch.poll_confirmed() {
+            match token {
+                Token::Flow(flow) => self.confirmed.push_back(flow),
+                Token::Stored(s) => self.stored.push_back(s),
+                Token::Nothing => {}
             }
         }
         while let Some((at, hb)) = self.ch.poll_heartbeat() {
@@ -319,20 +404,41 @@ impl<P: Port> StandbyNode<P> {
         self.store.drain_for_takeover().collect()
     }
 
+    /// A planned switchover, standby side: take over now, without waiting for the primary to fail.
+    /// Returns the new epoch, or `None` when this node is not a standby that heard a primary.
+    pub fn take_over_now(&mut self) -> Option<u32> {
+        if !self.heard_primary {
+            return None;
+        }
+        match self.detector.take_over_now() {
+            Some(Event::TakeOver { epoch }) => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// The node's replication port and channel settings, for the primary this box becomes after a
+    /// takeover (a standby that joins later talks to it on the same link).
+    pub fn into_link(self) -> (ChannelConfig, P) {
+        (*self.ch.config(), self.port)
+    }
+
     /// Marks the takeover done (the detector's role becomes primary).
     pub fn takeover_complete(&mut self, now: Instant) {
         self.detector.takeover_complete(now);
     }
 
-    /// After a takeover: the replication port becomes the new primary's link, heartbeating in the
-    /// detector's (new) epoch, so a stale primary that wakes up hears that it was replaced and fences
-    /// itself. The store must have been drained with [`StandbyNode::take_flows`].
-    pub fn into_primary_link(self, now: Instant) -> Result<PrimaryLink<P>, ConfigError> {
-        PrimaryLink::new(*self.ch.config(), self.detector.epoch(), self.port, now)
-    }
-
     pub fn flows(&self) -> usize {
         self.store.stats().flows
+    }
+
+    /// The replication port's counters (what the primary's deltas cost on the link).
+    pub fn port_stats(&self) -> dataplane::port::PortStats {
+        self.port.stats()
+    }
+
+    /// The flow store, for inspection (statistics, a simulator's invariant checks).
+    pub fn store(&self) -> &FlowStore {
+        &self.store
     }
 
     pub fn apply_errors(&self) -> u64 {

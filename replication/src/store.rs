@@ -213,6 +213,11 @@ impl FlowStore {
         self.flows.get(&id)
     }
 
+    /// Every stored flow, in no particular order.
+    pub fn flows(&self) -> impl Iterator<Item = &StoredFlow> + '_ {
+        self.flows.values()
+    }
+
     /// Applies one delta, in channel order.
     pub fn apply(&mut self, rec: &Record<'_>) -> Result<Applied, ApplyError> {
         match *rec {

@@ -21,6 +21,7 @@ use dataplane::time::{Clock, Duration, Instant, VirtualClock};
 use dataplane::wire::{ChecksumMode, EthernetAddress};
 use serde::Serialize;
 use smol::{BackendHost, ClientHost, Outcome, SmolHost};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
@@ -42,6 +43,14 @@ pub struct Scenario {
     pub peer_buffer: usize,
     /// With a standby attached: the primary dies at this moment (virtual time) and the standby takes over.
     pub crash_primary_at: Option<Duration>,
+    /// A planned switchover at this moment instead of a crash: the primary stops taking frames in, syncs
+    /// the standby, goes silent, and the standby takes over without waiting for detection.
+    pub switchover_at: Option<Duration>,
+    /// After the takeover, the box that died (or handed over) comes back this much later as the new
+    /// standby, and receives a bulk copy of every flow while traffic flows.
+    pub rejoin_after: Option<Duration>,
+    /// After a rejoin, the new primary dies at this moment, and the rejoined box takes over.
+    pub second_crash_at: Option<Duration>,
 }
 
 impl Scenario {
@@ -67,6 +76,9 @@ impl Scenario {
             max_flows: 4096,
             peer_buffer: 256 * 1024,
             crash_primary_at: None,
+            switchover_at: None,
+            rejoin_after: None,
+            second_crash_at: None,
         }
     }
 }
@@ -101,6 +113,13 @@ pub struct Report {
     /// From the primary's death to the standby serving every stored flow.
     pub takeover_ms: Option<f64>,
     pub flows_taken_over: usize,
+    /// With a rejoin and a second crash: from the new primary's death to the rejoined box serving, and
+    /// how many flows the rejoined box took over (all of them came to it in the bulk copy or after).
+    pub second_takeover_ms: Option<f64>,
+    pub second_flows_taken_over: usize,
+    /// Bytes the standby received on the replication link while it watched (frames, retransmissions
+    /// included); 0 once it took over.
+    pub replication_bytes: u64,
     pub virtual_ms: u64,
     pub wall_ms: u64,
     pub frames_lost_by_links: u64,
@@ -176,8 +195,11 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
 
     let lan = |name: &str, seed: u64| MemConfig { queue_len: 8192, ..MemConfig::new(name, seed) };
     // Switch port 0 is the primary's, port 1 the standby's; hosts follow.
-    let (mut client_lan, client_ctl) = mem::switch(&pool, &lan("client-lan", sc.seed), sc.client_hosts + 2);
-    let (mut server_lan, server_ctl) = mem::switch(&pool, &lan("server-lan", sc.seed ^ 0xabcd), 3);
+    // A box that rejoins gets a port of its own on each segment (the last one).
+    let spare = usize::from(sc.rejoin_after.is_some());
+    let (mut client_lan, client_ctl) =
+        mem::switch(&pool, &lan("client-lan", sc.seed), sc.client_hosts + 2 + spare);
+    let (mut server_lan, server_ctl) = mem::switch(&pool, &lan("server-lan", sc.seed ^ 0xabcd), 3 + spare);
     for p in client_lan.iter_mut().chain(server_lan.iter_mut()) {
         p.set_faults(sc.faults);
     }
@@ -186,15 +208,35 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     let proxy_server_port = server_lan.remove(0);
     let standby_server_port = server_lan.remove(0);
     let backend_port = server_lan.remove(0);
+    let mut rejoin_ports = match (sc.rejoin_after, client_lan.pop(), server_lan.pop()) {
+        (Some(_), Some(c), Some(s)) => Some((c, s)),
+        (Some(_), _, _) => return Err(SimError::Standby("no port for the rejoining box".into())),
+        (None, c, _) => {
+            // Without a rejoin there is no spare: the popped port is a client host's.
+            client_lan.extend(c);
+            None
+        }
+    };
 
     // Both boxes share the configuration, virtual MACs included: a takeover needs no ARP change at the
     // peers, only a switch that relearns where the MACs are (the standby's gratuitous ARP does that).
     let cfg = Arc::new(proxy_config(sc.policy, sc.max_flows, sc.seed));
     let mut primary = Some(pair::Cores::new(&cfg, proxy_client_port, proxy_server_port, clock.now())?);
-    let (mut repl_a, mut repl_b, repl_ctl) =
-        mem::link(&pool, &MemConfig::new("replication", sc.seed ^ 0x5151));
+    // With a rejoin the replication segment is a three-port switch: the rejoining box plugs into the third.
+    let repl_cfg = MemConfig::new("replication", sc.seed ^ 0x5151);
+    let (mut repl_a, mut repl_b, mut repl_spare, repl_ctl) = if sc.rejoin_after.is_some() {
+        let (mut ports, ctl) = mem::switch(&pool, &repl_cfg, 3);
+        let spare = ports.pop();
+        let (Some(b), Some(a)) = (ports.pop(), ports.pop()) else {
+            return Err(SimError::Standby("replication switch without ports".into()));
+        };
+        (a, b, spare, ctl)
+    } else {
+        let (a, b, ctl) = mem::link(&pool, &repl_cfg);
+        (a, b, None, ctl)
+    };
     let mut standby = None;
-    if sc.crash_primary_at.is_some() {
+    if sc.crash_primary_at.is_some() || sc.switchover_at.is_some() {
         repl_a.set_faults(sc.faults);
         repl_b.set_faults(sc.faults);
         let link = replication::frame::LinkAddrs { src: mac(1, 3), dst: mac(2, 3) };
@@ -206,6 +248,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             replication::node::PrimaryLink::new(ch_a, 1, repl_a, now).map_err(SimError::Replication)?;
         if let Some(p) = primary.as_mut() {
             p.a.set_replicator(Box::new(link_a));
+            p.b.set_report_progress(true);
         }
         let node = replication::node::StandbyNode::new(
             ch_b,
@@ -221,6 +264,10 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     }
     let mut crashed_at: Option<Instant> = None;
     let mut takeover: Option<pair::Takeover> = None;
+    let mut switching_since: Option<Instant> = None;
+    let mut rejoined: Option<pair::Standby<MemPort>> = None;
+    let mut second_crashed_at: Option<Instant> = None;
+    let mut second_takeover: Option<pair::Takeover> = None;
 
     let total_conns = sc.client_hosts * sc.conns_per_host;
     let mut backend: BackendHost<MemPort> = BackendHost::new(
@@ -256,6 +303,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
 
     let mut violations = 0u64;
     let mut iterations = 0u64;
+    let mut standby_copy: HashMap<(usize, u16), (u64, u64)> = HashMap::new();
     let mut last_progress = std::time::Instant::now();
     let deadline = Instant::ZERO + sc.time_limit;
     loop {
@@ -287,6 +335,13 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             work |= w;
             next = next.min(t);
         }
+        // Policy replica: what the standby holds of each client's stream, as of just before it takes over
+        // (it hands those bytes to its restored flows, so they stay covered after the takeover).
+        if sc.policy == AckPolicy::Replica && (iterations % 16 == 15 || crashed_at.is_some()) {
+            for node in [standby.as_ref(), rejoined.as_ref()].into_iter().flatten().filter_map(|s| s.node()) {
+                note_standby_copy(&mut standby_copy, node, &clients);
+            }
+        }
         if let Some(sb) = standby.as_mut() {
             let (w, t, tk) = sb.step(now, &cfg);
             if busy_debug {
@@ -316,13 +371,112 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
                 next = next.min(at);
             }
         }
+        if let (Some(at), None) = (sc.switchover_at, switching_since) {
+            let at = Instant::ZERO + at;
+            if now >= at {
+                if let Some(p) = primary.as_mut() {
+                    p.stop_intake(now);
+                }
+                switching_since = Some(now);
+                progress(&format!(
+                    "  t={:>7.3}s virtual  planned switchover: the primary stops taking data in",
+                    now.as_micros() as f64 / 1e6
+                ));
+            } else {
+                next = next.min(at);
+            }
+        }
+        if let (Some(since), None) = (switching_since, crashed_at) {
+            if primary.as_ref().is_some_and(|p| p.synced()) {
+                // Synced: the primary goes silent and the standby takes over at once.
+                primary = None;
+                client_ctl.set_up(0, false);
+                server_ctl.set_up(0, false);
+                repl_ctl.set_up(0, false);
+                crashed_at = Some(since);
+                if let Some(tk) = standby.as_mut().and_then(|sb| sb.switch_over(now, &cfg)) {
+                    takeover = Some(tk);
+                    work = true;
+                    progress(&format!(
+                        "  t={:>7.3}s virtual  the standby takes over (switchover)",
+                        now.as_micros() as f64 / 1e6
+                    ));
+                }
+            } else {
+                next = next.min(now + Duration::from_micros(10));
+            }
+        }
+        if let (Some(tk), Some(after), true) = (takeover, sc.rejoin_after, rejoined.is_none()) {
+            let at = tk.at + after;
+            if now >= at {
+                if let (Some((client_port, server_port)), Some(repl)) =
+                    (rejoin_ports.take(), repl_spare.take())
+                {
+                    // The box that died comes back under its own replication address, as box 1.
+                    let link = replication::frame::LinkAddrs { src: mac(1, 3), dst: mac(2, 3) };
+                    let ch = replication::channel::ChannelConfig { box_id: 1, link, ..Default::default() };
+                    let node = replication::node::StandbyNode::new(
+                        ch,
+                        replication::detector::DetectorConfig::default(),
+                        replication::store::StoreConfig::default(),
+                        tk.epoch,
+                        2,
+                        repl,
+                        now,
+                    )
+                    .map_err(|e| SimError::Standby(e.to_string()))?;
+                    rejoined = Some(pair::Standby::new(node, client_port, server_port, mac(3, 1)));
+                    progress(&format!(
+                        "  t={:>7.3}s virtual  the old box rejoins as the standby",
+                        now.as_micros() as f64 / 1e6
+                    ));
+                }
+            } else {
+                next = next.min(at);
+            }
+        }
+        if let Some(rj) = rejoined.as_mut() {
+            let (w, t, tk) = rj.step(now, &cfg);
+            work |= w;
+            next = next.min(t);
+            if tk.is_some() {
+                second_takeover = tk;
+                progress(&format!(
+                    "  t={:>7.3}s virtual  the rejoined box takes over",
+                    now.as_micros() as f64 / 1e6
+                ));
+            }
+        }
+        if let (Some(at), None, true) = (sc.second_crash_at, second_crashed_at, rejoined.is_some()) {
+            let at = Instant::ZERO + at;
+            if now >= at {
+                // The new primary dies: the rejoined box must take over from the copy it received.
+                standby = None;
+                client_ctl.set_up(1, false);
+                server_ctl.set_up(1, false);
+                repl_ctl.set_up(1, false);
+                second_crashed_at = Some(now);
+                progress(&format!(
+                    "  t={:>7.3}s virtual  the new primary dies",
+                    now.as_micros() as f64 / 1e6
+                ));
+            } else {
+                next = next.min(at);
+            }
+        }
 
         iterations += 1;
         // Invariant 1 (checked under every policy; `none` is the baseline that is expected to break it).
         if iterations % 16 == 0 {
-            for c in clients.iter().flat_map(|h| h.conns.iter()) {
-                if c.acked > backend.held(c.id) {
-                    violations += 1;
+            for (i, h) in clients.iter().enumerate() {
+                for c in &h.conns {
+                    let held = backend.held(c.id);
+                    let by_standby = standby_copy
+                        .get(&(i, c.local_port))
+                        .is_some_and(|&(start, end)| start <= held && c.acked <= end);
+                    if c.acked > held && !by_standby {
+                        violations += 1;
+                    }
                 }
             }
         }
@@ -399,7 +553,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             sc.time_limit
         ));
     }
-    if sc.crash_primary_at.is_none() {
+    if sc.crash_primary_at.is_none() && sc.switchover_at.is_none() {
         notes.push(
             "no standby attached: this run shows the relay and the ack gate, without a failover".into(),
         );
@@ -421,7 +575,12 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             "policy none acknowledges on receipt: {violations} times a client held an ACK for bytes the backend did not have yet (the unprotected baseline)"
         ));
     }
-    let failover_ok = sc.crash_primary_at.is_none() || takeover.is_some_and(|t| t.failed_flows == 0);
+    if second_crashed_at.is_some() && second_takeover.is_none() {
+        notes.push("the new primary died and the rejoined box never took over".into());
+    }
+    let planned = sc.crash_primary_at.is_some() || sc.switchover_at.is_some();
+    let failover_ok = (!planned || takeover.is_some_and(|t| t.failed_flows == 0))
+        && (sc.second_crash_at.is_none() || second_takeover.is_some_and(|t| t.failed_flows == 0));
     let pass = failover_ok
         && complete == conns.len()
         && broken == 0
@@ -451,11 +610,37 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             _ => None,
         },
         flows_taken_over: takeover.map_or(0, |t| t.flows),
+        second_takeover_ms: match (second_crashed_at, second_takeover) {
+            (Some(c), Some(t)) => Some((t.at - c).as_micros() as f64 / 1000.0),
+            _ => None,
+        },
+        second_flows_taken_over: second_takeover.map_or(0, |t| t.flows),
+        replication_bytes: standby.as_ref().and_then(|s| s.node()).map_or(0, |n| n.port_stats().rx_bytes),
         virtual_ms: clock.now().as_millis(),
         wall_ms: wall.elapsed().as_millis() as u64,
         frames_lost_by_links,
         notes,
     })
+}
+
+/// Records, per (client host, client port), the stream offsets of the client bytes the standby holds:
+/// policy replica's half of invariant 1 (a byte acknowledged to a client that the backend does not have
+/// yet must be there).
+fn note_standby_copy(
+    copy: &mut HashMap<(usize, u16), (u64, u64)>,
+    node: &replication::node::StandbyNode<MemPort>,
+    clients: &[ClientHost<MemPort>],
+) {
+    for f in node.store().flows() {
+        let host = f.key.client_ip.wrapping_sub(u32::from(Ipv4Addr::new(198, 18, 1, 10)));
+        let Ok(host) = usize::try_from(host) else { continue };
+        if host >= clients.len() {
+            continue;
+        }
+        if let Some(run) = replication::resume::held_run(f, replication::delta::Direction::ClientToServer) {
+            copy.insert((host, f.key.client_port), run);
+        }
+    }
 }
 
 fn pool_loss_note(clients: &[ClientHost<MemPort>], backend: &BackendHost<MemPort>) -> u64 {

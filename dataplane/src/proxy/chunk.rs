@@ -185,6 +185,35 @@ impl Backlog {
         total
     }
 
+    /// Like [`Backlog::pump`], but offers at most `max` bytes in all (policy `replica`: only what the
+    /// standby was offered may go out).
+    pub fn pump_at_most(&mut self, max: usize, mut send: impl FnMut(&[u8]) -> usize) -> usize {
+        let mut left = max;
+        self.pump(|b| {
+            let b = b.get(..b.len().min(left)).unwrap_or(&[]);
+            if b.is_empty() {
+                return 0;
+            }
+            let took = send(b);
+            left -= took.min(left);
+            took
+        })
+    }
+
+    /// The contiguous run of waiting bytes that starts `skip` bytes in (up to the end of its chunk);
+    /// empty when `skip` is at or past the end.
+    pub fn piece_at(&self, skip: usize) -> &[u8] {
+        let mut at = skip;
+        for (i, c) in self.chunks.iter().enumerate() {
+            let rest = c.get(if i == 0 { self.front } else { 0 }..).unwrap_or(&[]);
+            if at < rest.len() {
+                return rest.get(at..).unwrap_or(&[]);
+            }
+            at -= rest.len();
+        }
+        &[]
+    }
+
     /// Drops the first `n` waiting bytes (fewer if fewer wait); finished chunks go back to their pool.
     pub fn drop_front(&mut self, n: usize) {
         let mut n = n.min(self.len);

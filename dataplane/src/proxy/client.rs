@@ -8,7 +8,7 @@
 use super::chunk::{Backlog, Chunk, ChunkPool};
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
-use super::replicate::{FlowOpened, ReplicateError, Replicator};
+use super::replicate::{FlowOpened, HalfState, RelayDir, ReplicateError, Replicator, Stored};
 use super::timers::TimerQueue;
 use super::{offset_at, resync_backlog, segment_error_name, seq_at, take_relayed, ProxyConfig};
 use crate::app::{Accepted, AppEvent, Application};
@@ -66,6 +66,11 @@ pub struct ClientStats {
     pub relay_gaps: u64,
     /// Flows opened while replication was configured but no standby answered (served unprotected).
     pub degraded_flows: u64,
+    /// Policy-replica flows that fell back to the backend gate because the standby went away.
+    pub replica_fallbacks: u64,
+    /// Bulk copies completed for standbys that (re)joined, and the flows they carried.
+    pub snapshots: u64,
+    pub snapshot_flows: u64,
 }
 
 fn count(map: &mut BTreeMap<&'static str, u64>, what: &'static str) {
@@ -112,6 +117,30 @@ struct ClientFlow {
     /// Stream offset just past the last backend byte taken (into the backlog or the engine); relayed bytes
     /// below it are ones the client already has (after a takeover) and are dropped.
     s2c_next: u64,
+    /// The server half's latest progress from core B.
+    server_progress: Option<HalfState>,
+    /// Progress as last offered to the standby (client half, server half).
+    progress_sent: (HalfState, HalfState),
+    /// The flow waits in the progress queue.
+    progress_queued: bool,
+    /// Policy replica: stream offsets the standby confirmed storing (client stream, backend stream), and
+    /// how far the backend stream was offered to it.
+    c2s_stored: u64,
+    s2c_stored: u64,
+    s2c_offered: u64,
+    /// The server half's ISN: client bytes are numbered in its space for the standby.
+    server_iss: u32,
+    /// Policy replica: relayed bytes go to the standby (from its confirmation of the flow until it is
+    /// found detached; then the flow falls back to the backend gate for good, so the standby's copy of
+    /// the stream never has a hole).
+    replica_data: bool,
+    /// Waits to be copied to a standby that joined (its server half's fresh save comes from core B first).
+    resave: bool,
+    /// Copied to a standby that joined mid-flow: it stays under the backend gate (the new standby never saw
+    /// the bytes in flight before it joined).
+    rejoined: bool,
+    /// The channel refused this flow's record (back-pressure): it is serviced again when room comes.
+    repl_blocked: bool,
     dirty: bool,
     timer: Instant,
 }
@@ -158,6 +187,22 @@ pub struct ClientCore<P> {
     started: bool,
     /// The control thread's requests and the run-time overrides they made (see `proxy::control`).
     ctl: super::control::CoreControl,
+    /// Flows whose progress the standby has not heard yet, offered together at `progress_at`.
+    progress_queue: Vec<FlowId>,
+    progress_at: Instant,
+    /// Whether a standby was attached at the last step (a newly attached one gets a bulk copy).
+    was_attached: bool,
+    /// A bulk copy in progress: its id, whether SnapshotBegin went out, and how many flows it copies.
+    snapshot: Option<(u32, bool, u32)>,
+    /// Flows the bulk copy still has to send.
+    snapshot_pending: usize,
+    snapshot_next_id: u32,
+    /// A planned switchover stopped this core: frames are no longer taken in.
+    intake_stopped: bool,
+    /// Confirmations of stored bytes being applied (kept for its capacity).
+    stored_scratch: Vec<Stored>,
+    /// Flows whose records the channel refused: serviced again once confirmations free its window.
+    repl_blocked: Vec<FlowId>,
 }
 
 impl<P> std::fmt::Debug for ClientCore<P> {
@@ -173,10 +218,6 @@ pub enum CoreError {
     Pool(usize, crate::balance::PoolError),
     #[error("listeners[{0}]: policy app needs an application, and no application was given")]
     NoApplication(usize),
-    #[error(
-        "listeners[{0}]: policy replica needs a standby and replication, which this build does not have yet"
-    )]
-    ReplicaUnsupported(usize),
     #[error("flow table: {0}")]
     Table(#[from] crate::flow::CapacityError),
     #[error("snat ports: {0}")]
@@ -202,14 +243,13 @@ impl<P: Port> ClientCore<P> {
         let mut pools = Vec::with_capacity(cfg.listeners.len());
         for (i, l) in cfg.listeners.iter().enumerate() {
             match l.policy {
-                AckPolicy::Replica => return Err(CoreError::ReplicaUnsupported(i)),
                 AckPolicy::App => {
                     if apps.get(i).is_none_or(|a| a.is_none()) {
                         return Err(CoreError::NoApplication(i));
                     }
                     pools.push(None);
                 }
-                AckPolicy::None | AckPolicy::Backend => {
+                AckPolicy::None | AckPolicy::Backend | AckPolicy::Replica => {
                     let pool = Pool::new(l.balance, &l.backends, DEFAULT_TABLE_SIZE)
                         .map_err(|e| CoreError::Pool(i, e))?;
                     pools.push(Some(pool));
@@ -232,6 +272,15 @@ impl<P: Port> ClientCore<P> {
             app_events: Vec::new(),
             replicator: None,
             started: false,
+            progress_queue: Vec::new(),
+            progress_at: Instant::FAR_FUTURE,
+            was_attached: false,
+            snapshot: None,
+            snapshot_pending: 0,
+            snapshot_next_id: 1,
+            intake_stopped: false,
+            stored_scratch: Vec::new(),
+            repl_blocked: Vec::new(),
             scratch,
             chunks: ChunkPool::new(),
             stats: ClientStats::default(),
@@ -296,6 +345,7 @@ impl<P: Port> ClientCore<P> {
             Some(g)
         };
         conn.probe();
+        let send_queued = conn.send_queue_len() as u64;
         let flow = ClientFlow {
             listener,
             policy,
@@ -317,7 +367,20 @@ impl<P: Port> ClientCore<P> {
             standby_established: false,
             fins_saved: (false, false),
             server_changed: false,
-            s2c_next: s2c,
+            // The restored engine already holds the bytes it was handed (policy replica): take the relay
+            // from past them.
+            s2c_next: s2c + send_queued,
+            server_progress: None,
+            progress_sent: (HalfState::default(), HalfState::default()),
+            progress_queued: false,
+            c2s_stored: 0,
+            s2c_stored: 0,
+            s2c_offered: 0,
+            server_iss: 0,
+            replica_data: false,
+            resave: false,
+            rejoined: false,
+            repl_blocked: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -395,6 +458,10 @@ impl<P: Port> ClientCore<P> {
     }
 
     fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
+        if self.intake_stopped {
+            self.stats.ignored_frames += 1;
+            return;
+        }
         let frame = match parse_frame_with(bytes, self.cfg.checksum) {
             Ok(f) => f,
             Err(e) => {
@@ -530,7 +597,12 @@ impl<P: Port> ClientCore<P> {
             self.send_rst(now, mac, key, syn);
             return;
         }
-        let policy = self.ctl.policy(li).unwrap_or(listener.policy);
+        // The listener's policy, or what `set` made it; replica with no standby listening falls back to
+        // backend (and the flow counts as degraded).
+        let configured = self.ctl.policy(li).unwrap_or(listener.policy);
+        let attached = self.replicator.as_ref().is_some_and(|r| r.standby_attached());
+        let policy =
+            if configured == AckPolicy::Replica { configured.effective(attached).policy } else { configured };
         let backend = match self.pools.get(usize::from(li)).and_then(|p| p.as_ref()) {
             Some(pool) => match pool.pick(key.client, key.vip) {
                 Some(b) => pool.backend(b).map(|be| (b, be.addr)),
@@ -566,6 +638,17 @@ impl<P: Port> ClientCore<P> {
             fins_saved: (false, false),
             server_changed: false,
             s2c_next: 0,
+            server_progress: None,
+            progress_sent: (HalfState::default(), HalfState::default()),
+            progress_queued: false,
+            c2s_stored: 0,
+            s2c_stored: 0,
+            s2c_offered: 0,
+            server_iss: 0,
+            replica_data: false,
+            resave: false,
+            rejoined: false,
+            repl_blocked: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
         };
@@ -634,6 +717,7 @@ impl<P: Port> ClientCore<P> {
             // the SYN itself unacknowledged.
             conn.set_ack_limit(Some(syn.seq));
             f.standby = Standby::ToOffer;
+            f.server_iss = crate::tcp::SavedConnection::decode(&server_half).map_or(0, |(s, _)| s.iss);
             f.saved_server = server_half;
         }
         f.phase = Phase::Open(Box::new(conn));
@@ -741,6 +825,13 @@ impl<P: Port> ClientCore<P> {
                     self.mark(id);
                 }
             }
+            ToClient::Progress { client_flow, server } => {
+                let id = FlowId::from_u64(client_flow);
+                if let Some(f) = self.flows.get_mut(id) {
+                    f.server_progress = Some(server);
+                    self.mark(id);
+                }
+            }
             ToClient::BackendHealth { listener, backend, healthy } => {
                 if let Some(Some(pool)) = self.pools.get_mut(usize::from(listener)) {
                     let _ = pool.set_healthy(backend, healthy);
@@ -814,8 +905,48 @@ impl<P: Port> ClientCore<P> {
             }
         }
 
-        // Backend → client: into the send buffer as space allows, then the FIN.
-        f.s2c_backlog.pump(|b| conn.send(b));
+        // Policy replica: relayed bytes go to the standby first; a standby that went away ends that.
+        if f.replica_data && !self.replicator.as_ref().is_some_and(|r| r.standby_attached()) {
+            f.replica_data = false;
+            self.stats.replica_fallbacks += 1;
+        }
+        let front = f.s2c_next.saturating_sub(f.s2c_backlog.len() as u64);
+        if f.replica_data {
+            if let Some(r) = self.replicator.as_mut() {
+                f.s2c_offered = f.s2c_offered.max(front);
+                while f.s2c_offered < f.s2c_next {
+                    let skip = usize::try_from(f.s2c_offered - front).unwrap_or(usize::MAX);
+                    let piece = f.s2c_backlog.piece_at(skip);
+                    let piece = piece.get(..piece.len().min(MAX_CHUNK)).unwrap_or(&[]);
+                    if piece.is_empty() {
+                        break;
+                    }
+                    let seq = seq_at(conn.iss().wrapping_add(1), f.s2c_offered);
+                    let end = f.s2c_offered + piece.len() as u64;
+                    match r.data(now, id.to_u64(), RelayDir::ServerToClient, seq, end, piece) {
+                        Ok(()) => f.s2c_offered = end,
+                        Err(ReplicateError::Busy) => {
+                            if !f.repl_blocked {
+                                f.repl_blocked = true;
+                                self.repl_blocked.push(id);
+                            }
+                            break;
+                        }
+                        Err(ReplicateError::Unprotectable) => {
+                            f.replica_data = false;
+                            self.stats.unprotected += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Backend → client: into the send buffer as space allows (under policy replica, only what the
+        // standby was offered), then the FIN.
+        let may_send =
+            if f.replica_data { f.s2c_offered.saturating_sub(front) } else { f.s2c_backlog.len() as u64 };
+        f.s2c_backlog.pump_at_most(usize::try_from(may_send).unwrap_or(usize::MAX), |b| conn.send(b));
         if f.s2c_fin && !f.s2c_closed && f.s2c_backlog.is_empty() {
             f.s2c_closed = true;
             conn.close();
@@ -867,6 +998,27 @@ impl<P: Port> ClientCore<P> {
                     break;
                 }
                 let chunk = self.chunks.copy_from(&head[..n]);
+                if f.replica_data {
+                    if let Some(r) = self.replicator.as_mut() {
+                        let seq = seq_at(f.server_iss.wrapping_add(1), f.c2s_sent);
+                        let end = f.c2s_sent + n as u64;
+                        match r.data(now, id.to_u64(), RelayDir::ClientToServer, seq, end, &chunk) {
+                            Ok(()) => {}
+                            // The standby lags: the bytes wait in the engine, unacknowledged.
+                            Err(ReplicateError::Busy) => {
+                                if !f.repl_blocked {
+                                    f.repl_blocked = true;
+                                    self.repl_blocked.push(id);
+                                }
+                                break;
+                            }
+                            Err(ReplicateError::Unprotectable) => {
+                                f.replica_data = false;
+                                self.stats.unprotected += 1;
+                            }
+                        }
+                    }
+                }
                 conn.recv_consume(n);
                 f.c2s_sent += n as u64;
                 room -= n as u64;
@@ -888,8 +1040,10 @@ impl<P: Port> ClientCore<P> {
         let established_pending = f.standby == Standby::Confirmed
             && (!f.standby_established || fin_changed)
             && conn.state().is_synchronized();
+        // A bulk copy for a standby that joined: the flow as it is now, once core B sent its half as it is.
+        let resave_ready = f.resave && f.server_changed && matches!(self.snapshot, Some((_, true, _)));
         if let (true, Some(r)) =
-            (f.standby == Standby::ToOffer || established_pending, self.replicator.as_mut())
+            (f.standby == Standby::ToOffer || established_pending || resave_ready, self.replicator.as_mut())
         {
             let server_half = &f.saved_server;
             // The saved engine, then the client's MAC: a standby that takes over can answer the client
@@ -910,6 +1064,18 @@ impl<P: Port> ClientCore<P> {
                 server_half,
             };
             match r.flow_opened(now, &rec) {
+                // The record is ordered before anything else about the flow on the channel: progress may
+                // follow at once (nobody waits for its confirmation: the flow stays under the backend gate).
+                Ok(()) if resave_ready => {
+                    f.resave = false;
+                    f.rejoined = true;
+                    f.standby = Standby::Confirmed;
+                    // A copy taken during the handshake is sent again once it completes.
+                    f.standby_established = conn.state().is_synchronized();
+                    f.fins_saved = fins;
+                    f.server_changed = false;
+                    self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
+                }
                 Ok(()) if established_pending => {
                     f.standby_established = true;
                     f.fins_saved = fins;
@@ -919,10 +1085,19 @@ impl<P: Port> ClientCore<P> {
                     f.standby = Standby::Waiting;
                     self.ctl.replication_offered(now, id.to_u64());
                 }
-                Err(ReplicateError::Busy) => {}
+                Err(ReplicateError::Busy) => {
+                    if !f.repl_blocked {
+                        f.repl_blocked = true;
+                        self.repl_blocked.push(id);
+                    }
+                }
                 Err(ReplicateError::Unprotectable) => {
                     self.stats.unprotected += 1;
                     f.standby = Standby::NotReplicated;
+                    if f.resave {
+                        f.resave = false;
+                        self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
+                    }
                 }
             }
         }
@@ -933,8 +1108,16 @@ impl<P: Port> ClientCore<P> {
             conn.set_ack_limit(Some(conn.irs()));
         } else if let Some(gate) = &mut f.gate {
             gate.on_received(conn.rcv_nxt());
-            if f.policy == AckPolicy::Backend {
-                gate.on_backend_acked(seq_at(conn.irs().wrapping_add(1), f.c2s_done));
+            let start = conn.irs().wrapping_add(1);
+            match f.policy {
+                AckPolicy::Backend => {
+                    gate.on_backend_acked(seq_at(start, f.c2s_done));
+                }
+                // Safe once the standby has it, or once the backend has it (a FIN, a fallback).
+                AckPolicy::Replica => {
+                    gate.on_replica_stored(seq_at(start, f.c2s_stored.max(f.c2s_done)));
+                }
+                AckPolicy::None | AckPolicy::App => {}
             }
             conn.set_ack_limit(Some(gate.allowed()));
         } else if conn.ack_limit().is_some() {
@@ -985,6 +1168,22 @@ impl<P: Port> ClientCore<P> {
             over = true;
         }
 
+        // Progress for the standby: one pending entry per flow, offered at the next flush.
+        if !f.progress_queued
+            && f.standby == Standby::Confirmed
+            && f.standby_established
+            && f.server_progress.is_some()
+            && conn.state().is_synchronized()
+        {
+            if let Some(r) = self.replicator.as_ref() {
+                f.progress_queued = true;
+                if self.progress_queue.is_empty() {
+                    self.progress_at = now + r.progress_delay();
+                }
+                self.progress_queue.push(id);
+            }
+        }
+
         if reset || over {
             if reset {
                 if let Some(server) = f.server.take() {
@@ -1010,6 +1209,9 @@ impl<P: Port> ClientCore<P> {
         let (bytes_in, bytes_out) =
             f.conn().map_or((0, 0), |c| (c.counters().bytes_in, c.counters().bytes_out));
         self.ctl.count_closed(f.listener, bytes_in, bytes_out);
+        if f.resave {
+            self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
+        }
         if matches!(f.standby, Standby::Waiting | Standby::Confirmed) {
             if let Some(r) = self.replicator.as_mut() {
                 // A full channel loses only this forget: the standby then holds a dead flow until its
@@ -1031,6 +1233,147 @@ impl<P: Port> ClientCore<P> {
             }
         }
         self.stats.flows_closed += 1;
+    }
+
+    /// A standby (re)joined: every live flow it does not know is copied to it (SnapshotBegin, each flow's
+    /// FlowOpened with both halves saved now, SnapshotEnd), while traffic flows. Flows opened meanwhile
+    /// are offered as usual. Core B is asked for each server half as it is now.
+    fn start_snapshot(&mut self) {
+        let mut ids = Vec::new();
+        for (id, _, f) in self.flows.iter() {
+            // A flow still in its handshake is copied too (a takeover resumes it from there).
+            let open = f.conn().is_some_and(|c| c.state() != State::Closed);
+            if open && f.policy != AckPolicy::App && f.standby == Standby::NotReplicated && !f.resave {
+                if let Some(server) = f.server {
+                    ids.push((id, server));
+                }
+            }
+        }
+        for &(id, server) in &ids {
+            if let Some(f) = self.flows.get_mut(id) {
+                f.resave = true;
+                f.server_changed = false;
+                self.outbox.push_back(ToServer::Save { server });
+            }
+        }
+        self.snapshot_pending += ids.len();
+        let flows = u32::try_from(self.snapshot_pending).unwrap_or(u32::MAX);
+        match &mut self.snapshot {
+            Some((_, false, n)) => *n = flows,
+            // A copy already under way takes the new flows too (its begin record named fewer).
+            Some(_) => {}
+            None => {
+                self.snapshot = Some((self.snapshot_next_id, false, flows));
+                self.snapshot_next_id = self.snapshot_next_id.wrapping_add(1);
+            }
+        }
+        self.stats.snapshot_flows += ids.len() as u64;
+    }
+
+    /// Moves a bulk copy on: its begin record, then (once every flow went out) its end record.
+    fn advance_snapshot(&mut self, now: Instant) -> usize {
+        let Some((id, begun, flows)) = self.snapshot else { return 0 };
+        let Some(r) = self.replicator.as_mut() else {
+            self.snapshot = None;
+            return 0;
+        };
+        if !begun {
+            if r.snapshot_mark(now, true, id, flows).is_err() {
+                return 0;
+            }
+            self.snapshot = Some((id, true, flows));
+            let waiting: Vec<FlowId> =
+                self.flows.iter().filter(|(_, _, f)| f.resave).map(|(id, _, _)| id).collect();
+            for id in waiting {
+                self.mark(id);
+            }
+            return 1;
+        }
+        if self.snapshot_pending == 0 && r.snapshot_mark(now, false, id, flows).is_ok() {
+            self.snapshot = None;
+            self.stats.snapshots += 1;
+            return 1;
+        }
+        0
+    }
+
+    /// A planned switchover, first step: take no more frames in, and offer every replicated flow's progress
+    /// now. Then wait for [`ClientCore::replication_synced`] before going silent.
+    pub fn stop_intake(&mut self, now: Instant) {
+        self.intake_stopped = true;
+        let ids: Vec<FlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, _, f)| f.standby == Standby::Confirmed && !f.progress_queued)
+            .map(|(id, _, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(f) = self.flows.get_mut(id) {
+                f.progress_queued = true;
+                self.progress_queue.push(id);
+            }
+        }
+        self.progress_at = now;
+    }
+
+    /// Whether the standby has everything this core offered, and nothing from core B waits: the moment a
+    /// planned switchover hands over.
+    pub fn replication_synced(&self) -> bool {
+        self.progress_queue.is_empty()
+            && self.snapshot.is_none()
+            && self.from_server.is_empty()
+            && self.replicator.as_ref().is_none_or(|r| r.is_synced())
+    }
+
+    /// Offers the queued flows' progress to the standby; what the channel refuses (back-pressure) waits for
+    /// the next flush. Returns records offered.
+    fn flush_progress(&mut self, now: Instant) -> usize {
+        let Some(r) = self.replicator.as_mut() else {
+            self.progress_queue.clear();
+            self.progress_at = Instant::FAR_FUTURE;
+            return 0;
+        };
+        let mut offered = 0;
+        let mut kept = 0;
+        let mut busy = false;
+        for i in 0..self.progress_queue.len() {
+            let Some(&id) = self.progress_queue.get(i) else { break };
+            let Some(f) = self.flows.get_mut(id) else { continue };
+            if busy {
+                if let Some(slot) = self.progress_queue.get_mut(kept) {
+                    *slot = id;
+                }
+                kept += 1;
+                continue;
+            }
+            let (Phase::Open(conn), Some(server)) = (&f.phase, f.server_progress) else {
+                f.progress_queued = false;
+                continue;
+            };
+            let client = HalfState::of(conn);
+            if (client, server) == f.progress_sent {
+                f.progress_queued = false;
+                continue;
+            }
+            match r.progress(now, id.to_u64(), &client, &server) {
+                Ok(()) => {
+                    f.progress_sent = (client, server);
+                    f.progress_queued = false;
+                    offered += 1;
+                }
+                Err(ReplicateError::Busy) => {
+                    busy = true;
+                    if let Some(slot) = self.progress_queue.get_mut(kept) {
+                        *slot = id;
+                    }
+                    kept += 1;
+                }
+                Err(ReplicateError::Unprotectable) => f.progress_queued = false,
+            }
+        }
+        self.progress_queue.truncate(kept);
+        self.progress_at = if kept == 0 { Instant::FAR_FUTURE } else { now + r.progress_delay() };
+        offered
     }
 
     fn flush_outbox(&mut self) {
@@ -1083,22 +1426,70 @@ impl<P: Port> Steppable for ClientCore<P> {
             self.handle_app_events();
         }
 
+        let mut joined = false;
+        let mut confirmations = 0;
         if let Some(r) = self.replicator.as_mut() {
             work += r.poll(now);
+            let attached = r.standby_attached();
+            joined = attached && !self.was_attached;
+            self.was_attached = attached;
             let mut confirmed = Vec::new();
             while let Some(flow) = r.poll_confirmed() {
                 confirmed.push(flow);
             }
+            confirmations += confirmed.len();
             for flow in confirmed {
                 let id = FlowId::from_u64(flow);
                 if let Some(f) = self.flows.get_mut(id) {
                     if f.standby == Standby::Waiting {
                         f.standby = Standby::Confirmed;
+                        f.replica_data = f.policy == AckPolicy::Replica && !f.rejoined;
                         work += 1;
                         self.mark(id);
                         self.ctl.replication_confirmed(now, flow);
                     }
                 }
+            }
+        }
+
+        if joined {
+            self.start_snapshot();
+        }
+
+        if let Some(r) = self.replicator.as_mut() {
+            let mut stored = std::mem::take(&mut self.stored_scratch);
+            while let Some(s) = r.poll_stored() {
+                stored.push(s);
+            }
+            confirmations += stored.len();
+            for s in stored.drain(..) {
+                let id = FlowId::from_u64(s.flow);
+                let Some(f) = self.flows.get_mut(id) else { continue };
+                work += 1;
+                match s.dir {
+                    RelayDir::ClientToServer => f.c2s_stored = f.c2s_stored.max(s.up_to),
+                    RelayDir::ServerToClient => {
+                        if s.up_to > f.s2c_stored {
+                            f.s2c_stored = s.up_to;
+                            if let Some(server) = f.server {
+                                self.outbox.push_back(ToServer::Stored { server, up_to: s.up_to });
+                            }
+                        }
+                    }
+                }
+                self.mark(id);
+            }
+            self.stored_scratch = stored;
+            // Confirmations free the channel's window: flows it refused try again.
+            if confirmations > 0 && !self.repl_blocked.is_empty() {
+                let mut blocked = std::mem::take(&mut self.repl_blocked);
+                for id in blocked.drain(..) {
+                    if let Some(f) = self.flows.get_mut(id) {
+                        f.repl_blocked = false;
+                    }
+                    self.mark(id);
+                }
+                self.repl_blocked = blocked;
             }
         }
 
@@ -1130,6 +1521,11 @@ impl<P: Port> Steppable for ClientCore<P> {
         dirty.clear();
         self.dirty = dirty;
 
+        if now >= self.progress_at {
+            work += self.flush_progress(now);
+        }
+        work += self.advance_snapshot(now);
+
         // The backstop for flows nothing else ended (the engines' own idle timeouts normally do).
         let outbox = &mut self.outbox;
         let expired = self.flows.expire(now, 64, |_, _, f| {
@@ -1142,7 +1538,7 @@ impl<P: Port> Steppable for ClientCore<P> {
         self.io.flush(now);
         self.flush_outbox();
 
-        let mut next = self.timers.next_deadline();
+        let mut next = self.timers.next_deadline().min(self.progress_at);
         if let Some(r) = &self.replicator {
             next = next.min(r.poll_at());
         }

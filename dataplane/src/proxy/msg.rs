@@ -32,6 +32,11 @@ pub enum ToServer {
     Data { server: u64, offset: u64, chunk: Chunk },
     /// The client acknowledged the backend's stream up to this offset (FIN included as one).
     Acked { server: u64, up_to: u64 },
+    /// The standby stored the backend's stream up to this offset (policy `replica`): the server half may
+    /// acknowledge it to the backend.
+    Stored { server: u64, up_to: u64 },
+    /// Send the server half's engine as it is now (`ToClient::Saved`): a standby that joined needs it.
+    Save { server: u64 },
     /// The client finished sending (its FIN), after all the data sent before.
     Fin { server: u64 },
     /// The client side is gone (reset, timed out, or refused): reset the server side.
@@ -61,6 +66,9 @@ pub enum ToClient {
     Abort { client_flow: u64 },
     /// The server half's engine after a FIN went either way, for the standby (`SavedConnection::encode`).
     Saved { client_flow: u64, server_half: Vec<u8> },
+    /// The server half's progress, for the standby's records. Sent before an `Acked` it covers, so core A
+    /// never records a client edge beyond what the server half it records had acknowledged.
+    Progress { client_flow: u64, server: super::replicate::HalfState },
     /// A health check moved a backend of a listener's pool down or up (existing flows are unaffected).
     BackendHealth { listener: u16, backend: BackendId, healthy: bool },
 }

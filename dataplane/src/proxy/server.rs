@@ -8,6 +8,7 @@
 use super::chunk::{Backlog, ChunkPool};
 use super::msg::{ToClient, ToServer, MAX_CHUNK};
 use super::netio::NetIo;
+use super::replicate::HalfState;
 use super::timers::TimerQueue;
 use super::{offset_at, resync_backlog, segment_error_name, seq_at, take_relayed, ProxyConfig};
 use crate::balance::health::{HealthAction, HealthChecker, HealthEvent, Reply};
@@ -84,6 +85,8 @@ struct ServerFlow {
     s2c_sent: u64,
     /// What the client acknowledged of the backend stream (FIN as one).
     s2c_done: u64,
+    /// What the standby stored of the backend stream (policy replica).
+    s2c_stored: u64,
     fin_forwarded: bool,
     /// Client bytes not yet in the engine's send buffer.
     c2s_backlog: Backlog,
@@ -93,6 +96,8 @@ struct ServerFlow {
     c2s_closed: bool,
     /// What the backend acknowledged of the client stream, as last told to core A.
     c2s_acked_told: u64,
+    /// This half's progress as last told to core A (for the standby).
+    progress_told: HalfState,
     next_hop: [u8; 4],
     dirty: bool,
     timer: Instant,
@@ -120,6 +125,10 @@ pub struct ServerCore<P> {
     started: bool,
     /// The control thread's requests (see `proxy::control`).
     ctl: super::control::CoreControl,
+    /// Whether core A replicates flows (then it hears each server half's progress).
+    report_progress: bool,
+    /// A planned switchover stopped this core: frames are no longer taken in.
+    intake_stopped: bool,
 }
 
 impl<P> std::fmt::Debug for ServerCore<P> {
@@ -174,6 +183,8 @@ impl<P: Port> ServerCore<P> {
             stats: ServerStats::default(),
             ctl: super::control::CoreControl::new(0),
             started: false,
+            report_progress: false,
+            intake_stopped: false,
             cfg,
         })
     }
@@ -206,6 +217,7 @@ impl<P: Port> ServerCore<P> {
             Some(g)
         };
         conn.probe();
+        let send_queued = conn.send_queue_len() as u64;
         let flow = ServerFlow {
             client_flow: u64::MAX,
             policy,
@@ -217,12 +229,15 @@ impl<P: Port> ServerCore<P> {
             connected: true,
             s2c_sent: s2c,
             s2c_done: s2c,
+            s2c_stored: s2c,
             fin_forwarded: false,
             c2s_backlog: Backlog::new(),
-            c2s_next: c2s,
+            // Past the bytes the restored engine was handed (policy replica).
+            c2s_next: c2s + send_queued,
             c2s_fin: false,
             c2s_closed: false,
             c2s_acked_told: c2s,
+            progress_told: HalfState::default(),
             next_hop: self.cfg.next_hop(*backend.ip()).octets(),
             dirty: false,
             timer: Instant::FAR_FUTURE,
@@ -284,6 +299,18 @@ impl<P: Port> ServerCore<P> {
         self.io.flush(now);
     }
 
+    /// Makes core B report each server half's progress to core A, which replicates it (call it when core
+    /// A has a replicator).
+    pub fn set_report_progress(&mut self, on: bool) {
+        self.report_progress = on;
+    }
+
+    /// For a planned switchover: from now on no frame is taken in (the peers retransmit to the box that
+    /// takes over), so the state the standby receives stops moving.
+    pub fn stop_intake(&mut self) {
+        self.intake_stopped = true;
+    }
+
     pub fn stats(&self) -> &ServerStats {
         &self.stats
     }
@@ -328,6 +355,10 @@ impl<P: Port> ServerCore<P> {
     }
 
     fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
+        if self.intake_stopped {
+            self.stats.ignored_frames += 1;
+            return;
+        }
         let frame = match parse_frame_with(bytes, self.cfg.checksum) {
             Ok(f) => f,
             Err(e) => {
@@ -588,6 +619,27 @@ impl<P: Port> ServerCore<P> {
                     None => self.stats.stale_messages += 1,
                 }
             }
+            ToServer::Stored { server, up_to } => {
+                let id = FlowId::from_u64(server);
+                match self.flows.get_mut(id) {
+                    Some(f) => {
+                        f.s2c_stored = f.s2c_stored.max(up_to);
+                        self.mark(id);
+                    }
+                    None => self.stats.stale_messages += 1,
+                }
+            }
+            ToServer::Save { server } => {
+                let id = FlowId::from_u64(server);
+                match self.flows.get(id) {
+                    Some(f) => {
+                        let mut server_half = Vec::with_capacity(crate::tcp::SAVED_LEN);
+                        f.conn.save().encode(&mut server_half);
+                        self.outbox.push_back(ToClient::Saved { client_flow: f.client_flow, server_half });
+                    }
+                    None => self.stats.stale_messages += 1,
+                }
+            }
             ToServer::Fin { server } => {
                 let id = FlowId::from_u64(server);
                 match self.flows.get_mut(id) {
@@ -648,12 +700,14 @@ impl<P: Port> ServerCore<P> {
             connected: false,
             s2c_sent: 0,
             s2c_done: 0,
+            s2c_stored: 0,
             fin_forwarded: false,
             c2s_backlog: Backlog::new(),
             c2s_next: 0,
             c2s_fin: false,
             c2s_closed: false,
             c2s_acked_told: 0,
+            progress_told: HalfState::default(),
             next_hop: self.cfg.next_hop(*backend.ip()).octets(),
             dirty: false,
             timer: Instant::FAR_FUTURE,
@@ -758,6 +812,13 @@ impl<P: Port> ServerCore<P> {
                 f.fin_forwarded = true;
                 self.outbox.push_back(ToClient::Fin { client_flow: f.client_flow });
             }
+            if self.report_progress && conn.state().is_synchronized() {
+                let p = HalfState::of(conn);
+                if p != f.progress_told {
+                    f.progress_told = p;
+                    self.outbox.push_back(ToClient::Progress { client_flow: f.client_flow, server: p });
+                }
+            }
             // Tell core A how far the backend acknowledged the client's bytes (it gates the client's ACKs).
             let acked = offset_at(conn.iss().wrapping_add(1), conn.snd_una(), f.c2s_acked_told);
             if acked > f.c2s_acked_told && acked < (1 << 62) {
@@ -768,8 +829,16 @@ impl<P: Port> ServerCore<P> {
 
         if let Some(gate) = &mut f.gate {
             gate.on_received(conn.rcv_nxt());
-            if f.policy == AckPolicy::Backend {
-                gate.on_backend_acked(seq_at(conn.irs().wrapping_add(1), f.s2c_done));
+            let start = conn.irs().wrapping_add(1);
+            match f.policy {
+                AckPolicy::Backend => {
+                    gate.on_backend_acked(seq_at(start, f.s2c_done));
+                }
+                // Safe once the standby has it, or once the client has it (a FIN, a fallback).
+                AckPolicy::Replica => {
+                    gate.on_replica_stored(seq_at(start, f.s2c_stored.max(f.s2c_done)));
+                }
+                AckPolicy::None | AckPolicy::App => {}
             }
             conn.set_ack_limit(Some(gate.allowed()));
         }
