@@ -363,14 +363,17 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             for conn in &c.conns {
                 let s = c.host.sockets.get::<smoltcp::socket::tcp::Socket>(conn.handle);
                 eprintln!(
-                    "client {} {:?} written={} acked={} echo_good={} sendq={} recvq={}",
+                    "client {} id={} {:?} written={} acked={} echo_good={} sendq={} recvq={} longest_stall={:?} from {}",
                     conn.local_port,
+                    conn.id,
                     s.state(),
                     conn.written,
                     conn.acked,
                     conn.echo.report().good,
                     s.send_queue(),
-                    s.recv_queue()
+                    s.recv_queue(),
+                    conn.longest_stall,
+                    conn.longest_stall_from
                 );
             }
         }
