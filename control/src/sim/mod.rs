@@ -42,6 +42,11 @@ pub struct Scenario {
     pub peer_buffer: usize,
     /// With a standby attached: the primary dies at this moment (virtual time) and the standby takes over.
     pub crash_primary_at: Option<Duration>,
+    /// With a standby attached: the standby dies at this moment; the primary must carry on, degraded.
+    pub crash_standby_at: Option<Duration>,
+    /// With a standby attached: the replication link is down from the first moment for the second's
+    /// length. Neither box dies, so the standby must not take over (invariant 4).
+    pub replication_outage: Option<(Duration, Duration)>,
 }
 
 impl Scenario {
@@ -67,7 +72,15 @@ impl Scenario {
             max_flows: 4096,
             peer_buffer: 256 * 1024,
             crash_primary_at: None,
+            crash_standby_at: None,
+            replication_outage: None,
         }
+    }
+
+    fn with_standby(&self) -> bool {
+        self.crash_primary_at.is_some()
+            || self.crash_standby_at.is_some()
+            || self.replication_outage.is_some()
     }
 }
 
@@ -101,6 +114,12 @@ pub struct Report {
     /// From the primary's death to the standby serving every stored flow.
     pub takeover_ms: Option<f64>,
     pub flows_taken_over: usize,
+    /// When the standby died, in virtual milliseconds.
+    pub standby_crash_at_ms: Option<u64>,
+    /// The primary reported its standby gone (degraded) after the standby died.
+    pub degraded: bool,
+    /// Steps on which the primary was alive and the standby had taken over: two boxes serving the VIP.
+    pub invariant4_violations: u64,
     pub virtual_ms: u64,
     pub wall_ms: u64,
     pub frames_lost_by_links: u64,
@@ -194,7 +213,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     let (mut repl_a, mut repl_b, repl_ctl) =
         mem::link(&pool, &MemConfig::new("replication", sc.seed ^ 0x5151));
     let mut standby = None;
-    if sc.crash_primary_at.is_some() {
+    if sc.with_standby() {
         repl_a.set_faults(sc.faults);
         repl_b.set_faults(sc.faults);
         let link = replication::frame::LinkAddrs { src: mac(1, 3), dst: mac(2, 3) };
@@ -220,6 +239,10 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         standby = Some(pair::Standby::new(node, standby_client_port, standby_server_port, mac(2, 1)));
     }
     let mut crashed_at: Option<Instant> = None;
+    let mut standby_crashed_at: Option<Instant> = None;
+    let mut degraded = false;
+    let mut invariant4 = 0u64;
+    let mut outage_state = 0u8; // 0 before, 1 during, 2 after
     let mut takeover: Option<pair::Takeover> = None;
 
     let total_conns = sc.client_hosts * sc.conns_per_host;
@@ -301,6 +324,46 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
                     now.as_micros() as f64 / 1e6
                 ));
             }
+        }
+        if let (Some(at), None) = (sc.crash_standby_at, standby_crashed_at) {
+            let at = Instant::ZERO + at;
+            if now >= at {
+                // The standby dies: nothing reaches or leaves its ports any more.
+                standby = None;
+                client_ctl.set_up(1, false);
+                server_ctl.set_up(1, false);
+                repl_ctl.set_up(1, false);
+                standby_crashed_at = Some(now);
+                progress(&format!("  t={:>7.3}s virtual  the standby dies", now.as_micros() as f64 / 1e6));
+            } else {
+                next = next.min(at);
+            }
+        }
+        if let Some((from, len)) = sc.replication_outage {
+            let (from, to) = (Instant::ZERO + from, Instant::ZERO + from + len);
+            if outage_state == 0 && now >= from {
+                repl_ctl.set_up(0, false);
+                repl_ctl.set_up(1, false);
+                outage_state = 1;
+            }
+            if outage_state == 1 && now >= to {
+                repl_ctl.set_up(0, true);
+                repl_ctl.set_up(1, true);
+                outage_state = 2;
+            }
+            match outage_state {
+                0 => next = next.min(from),
+                1 => next = next.min(to),
+                _ => {}
+            }
+        }
+        if standby_crashed_at.is_some() {
+            if let Some(p) = &primary {
+                degraded |= p.a.standby_attached() == Some(false);
+            }
+        }
+        if primary.is_some() && matches!(standby, Some(pair::Standby::Active(_))) {
+            invariant4 += 1;
         }
         if let (Some(at), None) = (sc.crash_primary_at, crashed_at) {
             let at = Instant::ZERO + at;
@@ -402,7 +465,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             sc.time_limit
         ));
     }
-    if sc.crash_primary_at.is_none() {
+    if !sc.with_standby() {
         notes.push(
             "no standby attached: this run shows the relay and the ack gate, without a failover".into(),
         );
@@ -424,8 +487,17 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             "policy none acknowledges on receipt: {violations} times a client held an ACK for bytes the backend did not have yet (the unprotected baseline)"
         ));
     }
+    if standby_crashed_at.is_some() && !degraded {
+        notes.push("the standby died and the primary never reported itself degraded".into());
+    }
+    if invariant4 > 0 {
+        notes.push(format!("invariant 4: both boxes served the VIP on {invariant4} steps"));
+    }
     let failover_ok = sc.crash_primary_at.is_none() || takeover.is_some_and(|t| t.failed_flows == 0);
+    let standby_ok = standby_crashed_at.is_none() || degraded;
     let pass = failover_ok
+        && standby_ok
+        && invariant4 == 0
         && complete == conns.len()
         && broken == 0
         && bytes_lost == 0
@@ -454,6 +526,9 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             _ => None,
         },
         flows_taken_over: takeover.map_or(0, |t| t.flows),
+        standby_crash_at_ms: standby_crashed_at.map(|t| t.as_millis()),
+        degraded,
+        invariant4_violations: invariant4,
         virtual_ms: clock.now().as_millis(),
         wall_ms: wall.elapsed().as_millis() as u64,
         frames_lost_by_links,
