@@ -19,9 +19,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test --workspace"
 cargo test --workspace
 
-# The 10,000-flow simulation is too slow unoptimized; it runs here, optimized.
-echo "== cargo test --release -p control --test sim_scale"
-cargo test --release -p control --test sim_scale
+# The 10,000-flow simulation and the demo-sized stall bound are too slow unoptimized; they run here, optimized.
+echo "== cargo test --release -p control --test sim_scale --test sim_stall"
+cargo test --release -p control --test sim_scale --test sim_stall
 
 # A seeded failover sweep: small topologies, the primary dying at a different moment each time (a share of
 # the seeds kill the standby or cut the replication link instead). HOLDFAST_SWEEP_SEEDS sets how many
