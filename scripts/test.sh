@@ -19,16 +19,27 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test --workspace"
 cargo test --workspace
 
-# The 10,000-flow simulation is too slow unoptimized; it runs here, optimized.
-echo "== cargo test --release -p control --test sim_scale"
-cargo test --release -p control --test sim_scale
+# The 10,000-flow simulation and the demo-sized stall bound are too slow unoptimized; they run here, optimized.
+echo "== cargo test --release -p control --test sim_scale --test sim_stall"
+cargo test --release -p control --test sim_scale --test sim_stall
 
-# A seeded failover sweep: small topologies, the primary dying at a different moment each time.
-# HOLDFAST_SWEEP_SEEDS sets how many; off by default while known gaps remain (see the replication issue).
-sweep_seeds=${HOLDFAST_SWEEP_SEEDS:-0}
+# A seeded failover sweep: small topologies, the primary dying at a different moment each time (a share of
+# the seeds kill the standby or cut the replication link instead). HOLDFAST_SWEEP_SEEDS sets how many
+# (1,000 by default, about a minute of CPU; 0 skips it); every failing seed is printed with its report and
+# replays alone with `holdfast sweep --first SEED --seeds 1`.
+sweep_seeds=${HOLDFAST_SWEEP_SEEDS:-1000}
 if [ "$sweep_seeds" != 0 ]; then
   echo "== holdfast sweep --seeds $sweep_seeds"
-  cargo run --release -q -p control --bin holdfast -- sweep --seeds "$sweep_seeds" | tail -n 1
+  sweep_out=$(mktemp)
+  if ! cargo run --release -q -p control --bin holdfast -- sweep --seeds "$sweep_seeds" > "$sweep_out"; then
+    grep '"report"' "$sweep_out" || true
+    tail -n 1 "$sweep_out"
+    rm -f "$sweep_out"
+    echo "holdfast sweep: failing seeds above (replay one with: holdfast sweep --first SEED --seeds 1)"
+    exit 1
+  fi
+  tail -n 1 "$sweep_out"
+  rm -f "$sweep_out"
 fi
 
 # The AF_XDP and DPDK backends are cargo features: build, lint and test them when their system packages are

@@ -67,3 +67,33 @@ fn the_standby_takes_over_a_dead_primary_with_nothing_lost_duplicated_or_reset()
         assert!(r.takeover_ms.is_some_and(|t| t < 50.0), "seed {seed}: {r:?}");
     }
 }
+
+#[test]
+fn a_dead_standby_leaves_the_primary_serving_degraded_with_nothing_lost() {
+    // At 3 ms the standby dies before the clients connect (at 5 ms the primary still believes in it and
+    // holds their SYN-ACKs until it notices); at 30 ms it dies mid-stream.
+    for (seed, crash_ms) in [(31, 3), (32, 30)] {
+        let mut sc = small(seed, AckPolicy::Backend, 0.01);
+        sc.crash_standby_at = Some(dataplane::time::Duration::from_millis(crash_ms));
+        let r = run(&sc, |_| {}).unwrap();
+        assert_eq!(r.verdict, "pass", "seed {seed}: {r:?}");
+        assert!(r.degraded, "seed {seed}: the primary never reported its standby gone: {r:?}");
+        assert!(!r.failover, "seed {seed}: {r:?}");
+        assert_eq!(r.bytes_delivered, 6 * 150_000, "seed {seed}: {r:?}");
+        assert_eq!((r.bytes_lost, r.bytes_duplicated, r.connections_reset), (0, 0, 0), "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn a_replication_outage_never_makes_two_active_boxes() {
+    // Heartbeats stop for 300 ms while both boxes live: the standby's second path (probing the VIP) must
+    // keep it from taking over (invariant 4), and the streams go on.
+    let mut sc = small(41, AckPolicy::Backend, 0.01);
+    sc.replication_outage =
+        Some((dataplane::time::Duration::from_millis(10), dataplane::time::Duration::from_millis(300)));
+    let r = run(&sc, |_| {}).unwrap();
+    assert_eq!(r.verdict, "pass", "{r:?}");
+    assert_eq!(r.invariant4_violations, 0, "{r:?}");
+    assert!(!r.failover, "{r:?}");
+    assert_eq!(r.bytes_delivered, 6 * 150_000, "{r:?}");
+}

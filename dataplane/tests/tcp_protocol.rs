@@ -264,6 +264,23 @@ fn out_of_order_is_reassembled_and_sacked() {
 }
 
 #[test]
+fn a_hole_is_acknowledged_by_a_pure_ack_even_with_data_to_send() {
+    // Peers count only pure ACKs as duplicates (RFC 5681 §2): a duplicate ACK that rode on our data
+    // would never start their fast retransmit, and the hole would wait for their RTO.
+    let mut c = established(false);
+    let now = Instant::from_millis(1);
+    let nxt = IRS.wrapping_add(1);
+    let a = ISS.wrapping_add(1);
+    assert_eq!(c.send(b"data waiting to go"), 18);
+    c.handle_segment(now, &seg(nxt.wrapping_add(6), a, TcpFlags::ACK, b"world")).unwrap();
+    let out = drain(&mut c, now);
+    assert!(out.len() >= 2, "{out:?}");
+    assert_eq!(out[0].payload_len, 0, "the duplicate ACK goes out alone, before the data");
+    assert_eq!(out[0].repr.ack, nxt);
+    assert!(out.iter().skip(1).any(|t| t.payload_len == 18), "the data follows");
+}
+
+#[test]
 fn sack_blocks_report_held_bytes() {
     let cfg = Config::default();
     let mut syn = seg(IRS, 0, TcpFlags::SYN, &[]);

@@ -51,6 +51,11 @@ pub struct Scenario {
     pub rejoin_after: Option<Duration>,
     /// After a rejoin, the new primary dies at this moment, and the rejoined box takes over.
     pub second_crash_at: Option<Duration>,
+    /// With a standby attached: the standby dies at this moment; the primary must carry on, degraded.
+    pub crash_standby_at: Option<Duration>,
+    /// With a standby attached: the replication link is down from the first moment for the second's
+    /// length. Neither box dies, so the standby must not take over (invariant 4).
+    pub replication_outage: Option<(Duration, Duration)>,
 }
 
 impl Scenario {
@@ -79,7 +84,16 @@ impl Scenario {
             switchover_at: None,
             rejoin_after: None,
             second_crash_at: None,
+            crash_standby_at: None,
+            replication_outage: None,
         }
+    }
+
+    fn with_standby(&self) -> bool {
+        self.crash_primary_at.is_some()
+            || self.switchover_at.is_some()
+            || self.crash_standby_at.is_some()
+            || self.replication_outage.is_some()
     }
 }
 
@@ -120,6 +134,12 @@ pub struct Report {
     /// Bytes the standby received on the replication link while it watched (frames, retransmissions
     /// included); 0 once it took over.
     pub replication_bytes: u64,
+    /// When the standby died, in virtual milliseconds.
+    pub standby_crash_at_ms: Option<u64>,
+    /// The primary reported its standby gone (degraded) after the standby died.
+    pub degraded: bool,
+    /// Steps on which the primary was alive and the standby had taken over: two boxes serving the VIP.
+    pub invariant4_violations: u64,
     pub virtual_ms: u64,
     pub wall_ms: u64,
     pub frames_lost_by_links: u64,
@@ -236,7 +256,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         (a, b, None, ctl)
     };
     let mut standby = None;
-    if sc.crash_primary_at.is_some() || sc.switchover_at.is_some() {
+    if sc.with_standby() {
         repl_a.set_faults(sc.faults);
         repl_b.set_faults(sc.faults);
         let link = replication::frame::LinkAddrs { src: mac(1, 3), dst: mac(2, 3) };
@@ -263,6 +283,10 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         standby = Some(pair::Standby::new(node, standby_client_port, standby_server_port, mac(2, 1)));
     }
     let mut crashed_at: Option<Instant> = None;
+    let mut standby_crashed_at: Option<Instant> = None;
+    let mut degraded = false;
+    let mut invariant4 = 0u64;
+    let mut outage_state = 0u8; // 0 before, 1 during, 2 after
     let mut takeover: Option<pair::Takeover> = None;
     let mut switching_since: Option<Instant> = None;
     let mut rejoined: Option<pair::Standby<MemPort>> = None;
@@ -356,6 +380,46 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
                     now.as_micros() as f64 / 1e6
                 ));
             }
+        }
+        if let (Some(at), None) = (sc.crash_standby_at, standby_crashed_at) {
+            let at = Instant::ZERO + at;
+            if now >= at {
+                // The standby dies: nothing reaches or leaves its ports any more.
+                standby = None;
+                client_ctl.set_up(1, false);
+                server_ctl.set_up(1, false);
+                repl_ctl.set_up(1, false);
+                standby_crashed_at = Some(now);
+                progress(&format!("  t={:>7.3}s virtual  the standby dies", now.as_micros() as f64 / 1e6));
+            } else {
+                next = next.min(at);
+            }
+        }
+        if let Some((from, len)) = sc.replication_outage {
+            let (from, to) = (Instant::ZERO + from, Instant::ZERO + from + len);
+            if outage_state == 0 && now >= from {
+                repl_ctl.set_up(0, false);
+                repl_ctl.set_up(1, false);
+                outage_state = 1;
+            }
+            if outage_state == 1 && now >= to {
+                repl_ctl.set_up(0, true);
+                repl_ctl.set_up(1, true);
+                outage_state = 2;
+            }
+            match outage_state {
+                0 => next = next.min(from),
+                1 => next = next.min(to),
+                _ => {}
+            }
+        }
+        if standby_crashed_at.is_some() {
+            if let Some(p) = &primary {
+                degraded |= p.a.standby_attached() == Some(false);
+            }
+        }
+        if primary.is_some() && matches!(standby, Some(pair::Standby::Active(_))) {
+            invariant4 += 1;
         }
         if let (Some(at), None) = (sc.crash_primary_at, crashed_at) {
             let at = Instant::ZERO + at;
@@ -517,14 +581,17 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             for conn in &c.conns {
                 let s = c.host.sockets.get::<smoltcp::socket::tcp::Socket>(conn.handle);
                 eprintln!(
-                    "client {} {:?} written={} acked={} echo_good={} sendq={} recvq={}",
+                    "client {} id={} {:?} written={} acked={} echo_good={} sendq={} recvq={} longest_stall={:?} from {}",
                     conn.local_port,
+                    conn.id,
                     s.state(),
                     conn.written,
                     conn.acked,
                     conn.echo.report().good,
                     s.send_queue(),
-                    s.recv_queue()
+                    s.recv_queue(),
+                    conn.longest_stall,
+                    conn.longest_stall_from
                 );
             }
         }
@@ -553,7 +620,7 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
             sc.time_limit
         ));
     }
-    if sc.crash_primary_at.is_none() && sc.switchover_at.is_none() {
+    if !sc.with_standby() {
         notes.push(
             "no standby attached: this run shows the relay and the ack gate, without a failover".into(),
         );
@@ -581,7 +648,16 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
     let planned = sc.crash_primary_at.is_some() || sc.switchover_at.is_some();
     let failover_ok = (!planned || takeover.is_some_and(|t| t.failed_flows == 0))
         && (sc.second_crash_at.is_none() || second_takeover.is_some_and(|t| t.failed_flows == 0));
+    if standby_crashed_at.is_some() && !degraded {
+        notes.push("the standby died and the primary never reported itself degraded".into());
+    }
+    if invariant4 > 0 {
+        notes.push(format!("invariant 4: both boxes served the VIP on {invariant4} steps"));
+    }
+    let standby_ok = standby_crashed_at.is_none() || degraded;
     let pass = failover_ok
+        && standby_ok
+        && invariant4 == 0
         && complete == conns.len()
         && broken == 0
         && bytes_lost == 0
@@ -616,6 +692,9 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         },
         second_flows_taken_over: second_takeover.map_or(0, |t| t.flows),
         replication_bytes: standby.as_ref().and_then(|s| s.node()).map_or(0, |n| n.port_stats().rx_bytes),
+        standby_crash_at_ms: standby_crashed_at.map(|t| t.as_millis()),
+        degraded,
+        invariant4_violations: invariant4,
         virtual_ms: clock.now().as_millis(),
         wall_ms: wall.elapsed().as_millis() as u64,
         frames_lost_by_links,

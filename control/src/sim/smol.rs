@@ -18,6 +18,48 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Add
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
+/// Debug aid: prints TCP frames a host sends or receives when `HOLDFAST_SIM_TRACE` names one of their ports
+/// (comma-separated), within `HOLDFAST_SIM_TRACE_FROM_MS`..`HOLDFAST_SIM_TRACE_TO_MS` of virtual time.
+fn trace_frame(dir: &str, now: Instant, frame: &[u8]) {
+    use smoltcp::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
+    static FILTER: std::sync::OnceLock<Option<(Vec<u16>, u64, u64)>> = std::sync::OnceLock::new();
+    let f = FILTER.get_or_init(|| {
+        let ports = std::env::var("HOLDFAST_SIM_TRACE").ok()?;
+        let ports = ports.split(',').filter_map(|p| p.trim().parse().ok()).collect();
+        let ms = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        Some((ports, ms("HOLDFAST_SIM_TRACE_FROM_MS", 0), ms("HOLDFAST_SIM_TRACE_TO_MS", u64::MAX)))
+    });
+    let Some((ports, from, to)) = f else { return };
+    let ms = now.as_millis();
+    if ms < *from || ms > *to {
+        return;
+    }
+    let Ok(eth) = EthernetFrame::new_checked(frame) else { return };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return };
+    let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else { return };
+    if !ports.contains(&tcp.src_port()) && !ports.contains(&tcp.dst_port()) {
+        return;
+    }
+    let flags = format!(
+        "{}{}{}{}",
+        if tcp.syn() { "S" } else { "" },
+        if tcp.fin() { "F" } else { "" },
+        if tcp.rst() { "R" } else { "" },
+        if tcp.ack() { "." } else { "" }
+    );
+    eprintln!(
+        "{now} {dir} {}:{} > {}:{} [{flags}] seq={} ack={} win={} len={}",
+        ip.src_addr(),
+        tcp.src_port(),
+        ip.dst_addr(),
+        tcp.dst_port(),
+        tcp.seq_number().0 as u32,
+        tcp.ack_number().0 as u32,
+        tcp.window_len(),
+        tcp.payload().len()
+    );
+}
+
 fn smol_now(now: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(now.as_micros() as i64)
 }
@@ -71,6 +113,7 @@ impl<P: Port> TxToken for PortTx<'_, P> {
         match space {
             Some(space) => {
                 let r = f(space);
+                trace_frame("out", self.now, space);
                 if let Some(b) = buf {
                     self.batch.push(b);
                     self.port.send(self.now, self.batch);
@@ -103,6 +146,7 @@ impl<P: Port> Device for PortDevice<P> {
             self.rx.extend(self.rx_batch.drain(..));
         }
         let buf = self.rx.pop_front()?;
+        trace_frame("in ", self.now, buf.data());
         Some((PortRx(buf), PortTx { port: &mut self.port, batch: &mut self.tx_batch, now: self.now }))
     }
 
@@ -194,6 +238,8 @@ pub struct ClientConn {
     /// Last time the echo advanced.
     pub last_progress: Instant,
     pub longest_stall: std::time::Duration,
+    /// When the longest stall began (the last progress before it).
+    pub longest_stall_from: Instant,
 }
 
 /// A host with client connections to the VIP.
@@ -237,6 +283,7 @@ impl<P: Port> ClientHost<P> {
             closed_send: false,
             last_progress: now,
             longest_stall: std::time::Duration::ZERO,
+            longest_stall_from: now,
         });
     }
 
@@ -276,7 +323,10 @@ impl<P: Port> ClientHost<P> {
                     break;
                 }
                 c.echo.feed(&self.buf[..n]);
-                c.longest_stall = c.longest_stall.max(now - c.last_progress);
+                if now - c.last_progress > c.longest_stall {
+                    c.longest_stall = now - c.last_progress;
+                    c.longest_stall_from = c.last_progress;
+                }
                 c.last_progress = now;
                 work = true;
             }

@@ -298,6 +298,12 @@ impl<P: Port> ClientCore<P> {
         self.replicator = Some(r);
     }
 
+    /// Whether a standby is attached and keeping up; `None` when this box runs without replication. A
+    /// primary whose standby died reports `Some(false)`: degraded, serving on unprotected.
+    pub fn standby_attached(&self) -> Option<bool> {
+        self.replicator.as_ref().map(|r| r.standby_attached())
+    }
+
     /// Announces this box as the holder of the VIP (gratuitous ARP), for a takeover.
     pub fn announce(&mut self, now: Instant) {
         let vip = Ipv4Address(self.cfg.vip.octets());
@@ -1100,6 +1106,15 @@ impl<P: Port> ClientCore<P> {
                     }
                 }
             }
+        }
+
+        // The standby went silent before confirming the flow: serve it degraded, as flows opened after
+        // its death are, rather than hold the client's SYN-ACK for ever.
+        if matches!(f.standby, Standby::ToOffer | Standby::Waiting)
+            && self.replicator.as_ref().is_some_and(|r| !r.standby_attached())
+        {
+            f.standby = Standby::NotReplicated;
+            self.stats.degraded_flows += 1;
         }
 
         // The gate: acknowledge only what the policy says is safe (and nothing, not even the SYN, before

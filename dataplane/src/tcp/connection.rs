@@ -219,6 +219,8 @@ pub struct Connection {
     pub(crate) delack_deadline: Option<Instant>,
     pub(crate) unacked_segs: u32,
     pub(crate) dupacks_to_send: u8,
+    /// RCV.NXT when a pure ACK last showed the peer's send edge beyond it (see `process_data`).
+    pub(crate) gap_reported_at: Option<u32>,
     pub(crate) challenge_pending: bool,
     pub(crate) challenge_window: (Instant, u32),
     pub(crate) probe_pending: bool,
@@ -313,6 +315,7 @@ impl Connection {
             delack_deadline: None,
             unacked_segs: 0,
             dupacks_to_send: 0,
+            gap_reported_at: None,
             challenge_pending: false,
             challenge_window: (now, 0),
             probe_pending: false,

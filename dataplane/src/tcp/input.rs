@@ -411,6 +411,20 @@ impl Connection {
 
     fn process_data(&mut self, seg: &TcpRepr<'_>) {
         let receiving = matches!(self.state, State::Established | State::FinWait1 | State::FinWait2);
+        let nxt = self.recv_buf.nxt();
+        if receiving
+            && seg.segment_len() == 0
+            && seq::gt(seg.seq, nxt)
+            && seq::le(seg.seq, self.recv_buf.right_edge())
+            && self.gap_reported_at != Some(nxt)
+        {
+            // A pure ACK whose sequence number lies beyond RCV.NXT: the peer sent bytes we never got. If
+            // they were its last (a tail loss), nothing else would tell it before its RTO, which a peer
+            // may have backed off to seconds; three duplicate ACKs start its fast retransmit now. Once per
+            // RCV.NXT, since every pure ACK of the peer's shows the same gap.
+            self.gap_reported_at = Some(nxt);
+            self.dupacks_to_send = self.dupacks_to_send.max(3);
+        }
         if !seg.payload.is_empty() {
             if !receiving {
                 // After the peer's FIN nothing more can come; a retransmission gets an ACK.

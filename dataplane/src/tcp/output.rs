@@ -55,6 +55,11 @@ impl Connection {
             self.fill_ack(now, &mut repr);
             return Some(Transmit { repr, payload_len: 0 });
         }
+        // A duplicate ACK for a hole goes out on its own: peers count only pure ACKs as duplicates
+        // (RFC 5681 §2), so riding on data it would never start their fast retransmit.
+        if self.ack_now && !self.recv_buf.ooo_ranges().is_empty() {
+            return self.pure_ack(now);
+        }
         if let Some(t) = self.data(now, out) {
             return Some(t);
         }
