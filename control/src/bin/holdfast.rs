@@ -222,6 +222,14 @@ pub fn sweep_scenario(seed: u64, policy: AckPolicy) -> Scenario {
     sc.time_limit = Duration::from_secs(60);
     let at = Duration::from_micros(1000 + (seed.wrapping_mul(7919)) % 20_000);
     match seed % 10 {
+        6 => sc.switchover_at = Some(at),
+        7 => {
+            // The primary dies, the dead box comes back as the new standby and gets the bulk copy, then
+            // the new primary dies too: the rejoined box must hold every flow.
+            sc.crash_primary_at = Some(at);
+            sc.rejoin_after = Some(Duration::from_micros(2_000 + (seed.wrapping_mul(6_151)) % 8_000));
+            sc.second_crash_at = Some(at + Duration::from_micros(15_000 + (seed.wrapping_mul(3_571)) % 30_000));
+        }
         8 => sc.crash_standby_at = Some(at),
         9 => {
             let len = Duration::from_micros(5_000 + (seed.wrapping_mul(104_729)) % 495_000);
