@@ -751,8 +751,7 @@ impl ControlHandler for BoxControl {
             Request::Switchover(a) => match &self.switchover {
                 Some(f) => f(&a),
                 None => Err(CtlError::unavailable(
-                    "switchover is not supported yet: a planned move needs the standby to catch up live \
-                     (rejoin and progress records), which this build does not have; stop the primary to fail over",
+                    "switchover is not available here: only a primary replicating to a standby can hand over",
                 )),
             },
             Request::Drain(a) => self.drain(&a),
@@ -777,7 +776,9 @@ fn control_error(e: ControlError) -> CtlError {
         | ControlError::NoSuchBackend
         | ControlError::Pool(_) => CtlError::invalid_argument(e.to_string()),
         ControlError::NoSuchListener => CtlError::invalid_argument(format!("args.listener: {e}")),
-        ControlError::CaptureBusy | ControlError::Busy => CtlError::unavailable(e.to_string()),
+        ControlError::CaptureBusy | ControlError::Busy | ControlError::NotSynced => {
+            CtlError::unavailable(e.to_string())
+        }
         ControlError::WrongCore => CtlError::internal(e.to_string()),
     }
 }

@@ -133,6 +133,8 @@ pub struct Takeover {
     pub held_bytes: usize,
     /// The epoch this box serves in from now on.
     pub epoch: u32,
+    /// A planned switchover (the primary asked, or [`Standby::switch_over`]), not a failure.
+    pub planned: bool,
 }
 
 impl<P: Port + Send + 'static> Standby<P> {
@@ -231,7 +233,10 @@ impl<P: Port + Send + 'static> Standby<P> {
                     .min(probe.outstanding.map_or(Instant::FAR_FUTURE, |t| t + probe.interval));
                 let mut done = None;
                 if let (Some(epoch), true) = (takeover, node.has_heard_primary()) {
-                    done = Some(self.take_over(now, cfg, epoch));
+                    let planned = node.handed_over();
+                    let mut t = self.take_over(now, cfg, epoch);
+                    t.planned = planned;
+                    done = Some(t);
                 }
                 (work > 0 || done.is_some(), next, done)
             }
@@ -260,7 +265,9 @@ impl<P: Port + Send + 'static> Standby<P> {
     pub fn switch_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Option<Takeover> {
         let Standby::Watching { node, .. } = self else { return None };
         let epoch = node.take_over_now()?;
-        Some(self.take_over(now, cfg, epoch))
+        let mut t = self.take_over(now, cfg, epoch);
+        t.planned = true;
+        Some(t)
     }
 
     /// Installs every stored flow into the cores built on the standby's ports and claims the addresses. The

@@ -608,7 +608,7 @@ fn set_and_capture_refuse_what_they_cannot_do_and_say_why() {
     assert_eq!(r["level"], "debug");
 
     let (code, msg) = rig.err(Request::Switchover(Default::default()));
-    assert!(code == ErrorCode::Unavailable && msg.contains("not supported yet"), "{msg}");
+    assert!(code == ErrorCode::Unavailable && msg.contains("only a primary replicating"), "{msg}");
 
     // Capture limits: the protocol's ranges, then what only the box can check.
     let cap =
