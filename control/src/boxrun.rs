@@ -263,7 +263,7 @@ pub fn run_standby_on<P: Port + 'static>(
     let (tx_b, port_b) = control_channel();
     let mut ports = Some((port_a, port_b));
     let view = Arc::new(crate::boxctl::StandbyView::default());
-    let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], Some(view.clone()))?);
+    let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], Some(view.clone()))?.with_epoch(epoch));
     let _control = start_control(cfg, ctl.clone())?;
     standby.set_probe_interval(rc.heartbeat_interval);
     tracing::info!(box_name = %cfg.box_.name, epoch, "standby: watching the primary");
@@ -315,6 +315,7 @@ pub fn run_standby_on<P: Port + 'static>(
             if let crate::pair::Standby::Watching { node, .. } = &standby {
                 let (heard, flows, errors) = (node.has_heard_primary(), node.flows(), node.apply_errors());
                 view.publish(|i| {
+                    i.epoch = epoch;
                     i.heard_primary = heard;
                     i.stored_flows = flows as u64;
                     i.apply_errors = errors;
@@ -457,6 +458,9 @@ pub fn run_primary_watched<P: Port + Send + 'static>(
     let switchover =
         handover.map(|h| Arc::new(crate::switchover::Switchover::new([tx_a.clone(), tx_b.clone()], h)));
     let mut bc = box_control(cfg, clock, [tx_a, tx_b], None)?;
+    if let Some(s) = &switchover {
+        bc = bc.with_epoch(s.epoch());
+    }
     if let Some(s) = &switchover {
         bc = bc.with_switchover(s.hook());
     }

@@ -61,6 +61,11 @@ impl Switchover {
         }
     }
 
+    /// The epoch this primary serves in.
+    pub fn epoch(&self) -> u32 {
+        self.handover.epoch
+    }
+
     /// Whether this box has asked its standby to take over (the flag is up): a later epoch heard now is
     /// the switchover completing, not a fence.
     pub fn handing_over(&self) -> bool {

@@ -328,6 +328,7 @@ pub struct StandbyNode<P> {
     apply_errors: u64,
     heard_primary: bool,
     handed_over: bool,
+    store_cfg: StoreConfig,
 }
 
 impl<P> std::fmt::Debug for StandbyNode<P> {
@@ -356,6 +357,7 @@ impl<P: Port> StandbyNode<P> {
             rx: Vec::new(),
             tx: Vec::new(),
             store: FlowStore::new(store_cfg),
+            store_cfg,
             detector,
             peer_box,
             apply_errors: 0,
@@ -383,10 +385,12 @@ impl<P: Port> StandbyNode<P> {
         }
         let mut takeover = None;
         while let Some((at, hb)) = self.ch.poll_heartbeat() {
-            if hb.epoch > self.ch.epoch() && hb.role == Role::Primary && !self.heard_primary {
-                // A box that starts as standby (a restarted old primary) while the primary serves in a
-                // later epoch: nothing stored yet, so join that epoch on a fresh channel (the primary
-                // then sends the bulk copy). A standby that already follows a primary never switches.
+            if hb.epoch > self.ch.epoch() && hb.role == Role::Primary && self.detector.role() == Role::Standby
+            {
+                // A primary serves in a later epoch: a restarted old primary that starts as standby, or
+                // a standby whose primary was superseded. What it stored belongs to an older epoch;
+                // join the later one on a fresh channel with an empty store (the primary then sends the
+                // bulk copy).
                 if self.adopt_epoch(now, hb.epoch).is_err() {
                     continue;
                 }
@@ -417,7 +421,7 @@ impl<P: Port> StandbyNode<P> {
         (work, takeover)
     }
 
-    /// Joins a primary's later epoch: a fresh channel and detector in it (the store is empty).
+    /// Joins a primary's later epoch: a fresh channel, detector and store in it.
     fn adopt_epoch(&mut self, now: Instant, epoch: u32) -> Result<(), NodeError> {
         let ch_cfg = *self.ch.config();
         let mut ch = Channel::new(ch_cfg, epoch, now)?;
@@ -425,6 +429,8 @@ impl<P: Port> StandbyNode<P> {
         let detector = Detector::new(*self.detector.config(), ch_cfg.box_id, Role::Standby, epoch, now)?;
         self.ch = ch;
         self.detector = detector;
+        self.store = FlowStore::new(self.store_cfg);
+        self.rx.clear();
         Ok(())
     }
 
