@@ -3,7 +3,7 @@
 # a Linux client streaming N MB of checksummed data through the VIP to a Linux server that verifies it, a
 # fault injected into the primary mid-transfer, and one JSON object with the verdict.
 #
-#   sudo scripts/failover.sh [--fault kill|linkdown|stop|switchover] [--policy backend|replica|none]
+#   sudo scripts/failover.sh [--fault kill|linkdown|stop|switchover|kill-rejoin-kill] [--policy backend|replica|none]
 #                            [--backend afpacket|afxdp|dpdk] [--mb N] [--conns K]
 #                            [--fault-after-ms MS] [--resume-after-ms MS] [--timeout S]
 #                            [--fault-without-standby] [--load stream|iperf|curl] [--iperf-seconds S]
@@ -18,6 +18,10 @@
 #   switchover  a planned switchover: `holdfastctl switchover` on the primary's control socket; the
 #             standby takes over when the primary says it has everything, and the primary's run ends
 #             "switched over" with exit status 0 (switchover_reply holds holdfastctl's answer)
+#   kill-rejoin-kill  kill -9 of the primary; once the standby took over, the dead box restarts with role
+#             standby (same namespace, ports and epoch file), follows the new primary's epoch and receives
+#             every flow in the bulk copy; then kill -9 of the new primary, and the rejoined box takes over
+#             (rejoin_took_over, rejoin_takeover_flows from its log, rejoin.log)
 #
 # Fields: verdict ("pass" | "fail" | "unavailable"), failover (what happened to the failover itself),
 # bytes_sent, bytes_acked (what the client's kernel saw acknowledged), bytes_delivered (distinct bytes the
@@ -87,7 +91,7 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-case $fault in kill | standby-kill | linkdown | stop | switchover) ;; *) usage ;; esac
+case $fault in kill | standby-kill | linkdown | stop | switchover | kill-rejoin-kill) ;; *) usage ;; esac
 case $load in stream | iperf | curl) ;; *) usage ;; esac
 case $policy in backend | replica | none) ;; *) usage ;; esac
 case $backend in afpacket | afxdp | dpdk) ;; *) usage ;; esac
@@ -163,6 +167,12 @@ if fault == "switchover":
     except (OSError, ValueError):
         out["switchover_reply"] = None
     out["primary_switched_over"] = re.search(r"switched over: the standby serves now", pr) is not None
+if fault == "kill-rejoin-kill":
+    rj = log("rejoin.log")
+    rtook = re.search(r"took over from a dead primary flows=(\d+)", rj)
+    out["rejoin_followed_epoch"] = re.search(r"following the primary in its epoch", rj) is not None
+    out["rejoin_took_over"] = rtook is not None
+    out["rejoin_takeover_flows"] = int(rtook.group(1)) if rtook else 0
 if s.get("error"):
     out["error"] = s["error"]
 print(json.dumps(out))
@@ -261,7 +271,7 @@ if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
   # A box that is already gone when its fault comes fails the run (and must not end the script silently).
   gone=""
   case $fault in
-    kill) kill -KILL "$primary_pid" 2>/dev/null || gone=primary ;;
+    kill | kill-rejoin-kill) kill -KILL "$primary_pid" 2>/dev/null || gone=primary ;;
     standby-kill) kill -KILL "$standby_pid" 2>/dev/null || gone=standby ;;
     # Cleanup's SIGKILL ends a stopped process too.
     stop) kill -STOP "$primary_pid" 2>/dev/null || gone=primary ;;
@@ -277,6 +287,26 @@ if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
       ;;
   esac
   injected=1
+  if [ "$fault" = kill-rejoin-kill ]; then
+    for _ in $(seq 1 100); do grep -q "took over from a dead primary" "$TB_DIR/standby.log" && break; sleep 0.05; done
+    # The dead box comes back as the standby: its own namespace, ports and epoch file.
+    sed -e 's/^role = "primary"/role = "standby"/' -e "s#$TB_DIR/primary.sock#$TB_DIR/rejoin.sock#" \
+      "$TB_DIR/primary.toml" >"$TB_DIR/rejoin.toml"
+    tb_bg "$prefix-primary" "$TB_DIR/rejoin.log" "$HOLDFAST_BIN" run --config "$TB_DIR/rejoin.toml"
+    ctl=${HOLDFASTCTL_BIN:-$(dirname "$HOLDFAST_BIN")/holdfastctl}
+    synced=0
+    for _ in $(seq 1 200); do
+      if "$ctl" --socket "$TB_DIR/rejoin.sock" --json status 2>/dev/null |
+        "$TB_PY" -c 'import json,sys; r = json.load(sys.stdin)["result"]; sys.exit(0 if r["epoch"] == 2 and r["stored_flows"] == int(sys.argv[1]) else 1)' "$conns" 2>/dev/null; then
+        synced=1
+        break
+      fi
+      sleep 0.05
+    done
+    [ "$synced" = 1 ] || gone="rejoined box (it never held every flow)"
+    kill -0 "$client_pid" 2>/dev/null || mid_transfer=0
+    kill -KILL "$standby_pid" 2>/dev/null || gone=standby
+  fi
   if [ "$fault" = stop ]; then
     sleep "$(awk -v ms="$resume_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
     resume_ns=$(date +%s%N)
@@ -346,6 +376,12 @@ if [ -n "$standby_pid" ] && [ "$injected" = 1 ] && [ "$fault" != standby-kill ];
     if [ "$primary_rc" != 0 ] || ! grep -q "switched over: the standby serves now" "$TB_DIR/primary.log"; then
       verdict=fail
       failover="$failover; the primary did not end switched over (exit status: $primary_rc)"
+    fi
+  elif [ "$fault" = kill-rejoin-kill ]; then
+    if ! grep -q "following the primary in its epoch" "$TB_DIR/rejoin.log" ||
+      ! grep -q "took over from a dead primary" "$TB_DIR/rejoin.log"; then
+      verdict=fail
+      failover="$failover; the rejoined box did not follow the new primary and take over from it"
     fi
   elif [ "$fault" != kill ] && ! grep -q "stepping down" "$TB_DIR/primary.log"; then
     verdict=fail
