@@ -369,18 +369,28 @@ impl<P: Port> StandbyNode<P> {
     /// Runs the channel and the detector. Returns `Some(epoch)` when the primary is dead by both paths:
     /// the caller then takes over with [`StandbyNode::take_flows`].
     pub fn step(&mut self, now: Instant) -> (usize, Option<u32>) {
-        let mut work = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
-        while let Some(records) = self.ch.poll_deliver(now) {
-            for rec in records {
-                work += 1;
-                match rec {
-                    Ok(rec) => {
-                        if self.store.apply(&rec).is_err() {
-                            self.apply_errors += 1;
+        let mut work = 0;
+        // Drain what queued up (bounded), as the primary does: after a long pause (a box's first step
+        // builds its cores) a burst of 64 frames may hold only record frames, and the heartbeats behind
+        // them must count now, or the detector sees a silent primary that is alive.
+        for _ in 0..16 {
+            let w = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
+            work += w;
+            while let Some(records) = self.ch.poll_deliver(now) {
+                for rec in records {
+                    work += 1;
+                    match rec {
+                        Ok(rec) => {
+                            if self.store.apply(&rec).is_err() {
+                                self.apply_errors += 1;
+                            }
                         }
+                        Err(_) => self.apply_errors += 1,
                     }
-                    Err(_) => self.apply_errors += 1,
                 }
+            }
+            if w < 64 {
+                break;
             }
         }
         let mut takeover = None;
