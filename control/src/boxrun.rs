@@ -266,6 +266,7 @@ pub fn run_standby_on<P: Port + 'static>(
     let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], Some(view.clone()))?.with_epoch(epoch));
     let _control = start_control(cfg, ctl.clone())?;
     standby.set_probe_interval(rc.heartbeat_interval);
+    standby.prepare(clock.now(), &pc);
     tracing::info!(box_name = %cfg.box_.name, epoch, "standby: watching the primary");
     let mut published = clock.now();
     while !stop.load(Ordering::Acquire) {

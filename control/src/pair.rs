@@ -243,20 +243,24 @@ impl<P: Port + Send + 'static> Standby<P> {
         }
     }
 
-    /// Builds the cores around a watching standby's ports, once.
-    fn prepare(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) {
+    /// Builds the cores around a watching standby's ports, once; true when it did so now. A box calls it
+    /// before its first [`Standby::step`]: the build takes long (~200 ms for 100,000 flows), and a step
+    /// whose `now` was read before it feeds the detector a stale time that counts the whole build as the
+    /// primary's silence (a rejoining box took over a live primary that way).
+    pub fn prepare(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> bool {
         if !matches!(self, Standby::Watching { prepared: Prepared::Ports(..), .. }) {
-            return;
+            return false;
         }
         let old = std::mem::replace(self, Standby::Failed("preparing the cores".into()));
         let Standby::Watching { node, prepared: Prepared::Ports(client, server), probe } = old else {
             *self = old;
-            return;
+            return false;
         };
         *self = match Cores::new(cfg, client, server, now) {
             Ok(cores) => Standby::Watching { node, prepared: Prepared::Cores(cores), probe },
             Err(e) => Standby::Failed(e.to_string()),
         };
+        true
     }
 
     /// A planned switchover, standby side: takes over now, without waiting for the primary to fail (the
