@@ -3,7 +3,7 @@
 # a Linux client streaming N MB of checksummed data through the VIP to a Linux server that verifies it, a
 # fault injected into the primary mid-transfer, and one JSON object with the verdict.
 #
-#   sudo scripts/failover.sh [--fault kill|linkdown|stop] [--policy backend|replica|none]
+#   sudo scripts/failover.sh [--fault kill|linkdown|stop|switchover|kill-rejoin-kill] [--policy backend|replica|none]
 #                            [--backend afpacket|afxdp|dpdk] [--mb N] [--conns K]
 #                            [--fault-after-ms MS] [--resume-after-ms MS] [--timeout S]
 #                            [--fault-without-standby] [--load stream|iperf|curl] [--iperf-seconds S]
@@ -15,6 +15,13 @@
 #             it must notice the lost carrier and step down, which is what lets the standby take over)
 #   stop      SIGSTOP of the primary (a hung box), SIGCONT --resume-after-ms later (default 2000): the
 #             woken box must hear the standby's later epoch and fence itself without disturbing anything
+#   switchover  a planned switchover: `holdfastctl switchover` on the primary's control socket; the
+#             standby takes over when the primary says it has everything, and the primary's run ends
+#             "switched over" with exit status 0 (switchover_reply holds holdfastctl's answer)
+#   kill-rejoin-kill  kill -9 of the primary; once the standby took over, the dead box restarts with role
+#             standby (same namespace, ports and epoch file), follows the new primary's epoch and receives
+#             every flow in the bulk copy; then kill -9 of the new primary, and the rejoined box takes over
+#             (rejoin_took_over, rejoin_takeover_flows from its log, rejoin.log)
 #
 # Fields: verdict ("pass" | "fail" | "unavailable"), failover (what happened to the failover itself),
 # bytes_sent, bytes_acked (what the client's kernel saw acknowledged), bytes_delivered (distinct bytes the
@@ -41,7 +48,8 @@
 # --timeout bounds the transfer (default 120 s; 8 s with --fault-without-standby, since nothing recovers).
 # It exits 0 on "pass", 1 on "fail", 2 on "unavailable".
 #
-# HOLDFAST_BIN picks the binary (default target/debug/holdfast); HF_KEEP=1 keeps logs and configs.
+# HOLDFAST_BIN picks the binary (default target/debug/holdfast), HOLDFASTCTL_BIN the control client (default:
+# holdfastctl beside it); HF_KEEP=1 keeps logs and configs.
 
 set -Eeuo pipefail
 # shellcheck source=scripts/testbed.sh
@@ -83,7 +91,7 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-case $fault in kill | standby-kill | linkdown | stop) ;; *) usage ;; esac
+case $fault in kill | standby-kill | linkdown | stop | switchover | kill-rejoin-kill) ;; *) usage ;; esac
 case $load in stream | iperf | curl) ;; *) usage ;; esac
 case $policy in backend | replica | none) ;; *) usage ;; esac
 case $backend in afpacket | afxdp | dpdk) ;; *) usage ;; esac
@@ -107,7 +115,7 @@ def log(name):
     except OSError:
         return ""
 sb, pr = log("standby.log"), log("primary.log")
-took = re.search(r"took over from a dead primary flows=(\d+)", sb)
+took = re.search(r"took over(?: from a dead primary|: planned switchover) flows=(\d+)", sb)
 down = re.search(r"stepping down: (.*)", pr)
 def stamp_ms(pattern, text):
     m = re.search(r"^(\S+Z)\s+" + pattern, text, re.M)
@@ -122,7 +130,7 @@ if resume_ns and down_at is not None:
     fenced_ms = int(round(down_at - int(resume_ns) / 1e6))
 # The standby's own clock of the failover: fault to its takeover (negative: it took over a live primary
 # before the fault, which the later epoch then fenced).
-took_at = stamp_ms(r"WARN.*took over from a dead primary", sb)
+took_at = stamp_ms(r"WARN.*took over(?: from a dead primary|: planned switchover)", sb)
 detect_ms = int(round(took_at - int(fault_ns) / 1e6)) if fault_ns and took_at is not None else None
 out = {
     "verdict": verdict,
@@ -152,6 +160,19 @@ out = {
 }
 if fault == "stop":
     out["fenced_after_resume_ms"] = fenced_ms
+if fault == "switchover":
+    try:
+        with open(os.path.join(d, "switchover.json")) as f:
+            out["switchover_reply"] = json.load(f)
+    except (OSError, ValueError):
+        out["switchover_reply"] = None
+    out["primary_switched_over"] = re.search(r"switched over: the standby serves now", pr) is not None
+if fault == "kill-rejoin-kill":
+    rj = log("rejoin.log")
+    rtook = re.search(r"took over from a dead primary flows=(\d+)", rj)
+    out["rejoin_followed_epoch"] = re.search(r"following the primary in its epoch", rj) is not None
+    out["rejoin_took_over"] = rtook is not None
+    out["rejoin_takeover_flows"] = int(rtook.group(1)) if rtook else 0
 if s.get("error"):
     out["error"] = s["error"]
 print(json.dumps(out))
@@ -241,6 +262,7 @@ injected=0
 fault_ns=""
 resume_ns=""
 gone=""
+switch_failed=0
 mid_transfer=1
 if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
   sleep "$(awk -v ms="$fault_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
@@ -249,7 +271,7 @@ if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
   # A box that is already gone when its fault comes fails the run (and must not end the script silently).
   gone=""
   case $fault in
-    kill) kill -KILL "$primary_pid" 2>/dev/null || gone=primary ;;
+    kill | kill-rejoin-kill) kill -KILL "$primary_pid" 2>/dev/null || gone=primary ;;
     standby-kill) kill -KILL "$standby_pid" 2>/dev/null || gone=standby ;;
     # Cleanup's SIGKILL ends a stopped process too.
     stop) kill -STOP "$primary_pid" 2>/dev/null || gone=primary ;;
@@ -257,8 +279,38 @@ if [ -n "$standby_pid" ] || [ "$force_fault" = 1 ]; then
       ip -n "$prefix-sw" link set c-primary down
       ip -n "$prefix-sw" link set s-primary down
       ;;
+    switchover)
+      ctl=${HOLDFASTCTL_BIN:-$(dirname "$HOLDFAST_BIN")/holdfastctl}
+      kill -0 "$primary_pid" 2>/dev/null || gone=primary
+      "$ctl" --socket "$TB_DIR/primary.sock" --json switchover --timeout-ms 10000 \
+        >"$TB_DIR/switchover.json" 2>"$TB_DIR/switchover.log" || switch_failed=1
+      ;;
   esac
   injected=1
+  if [ "$fault" = kill-rejoin-kill ]; then
+    for _ in $(seq 1 100); do grep -q "took over from a dead primary" "$TB_DIR/standby.log" && break; sleep 0.05; done
+    # The dead box comes back as the standby: its own namespace, ports and epoch file.
+    sed -e 's/^role = "primary"/role = "standby"/' -e "s#$TB_DIR/primary.sock#$TB_DIR/rejoin.sock#" \
+      "$TB_DIR/primary.toml" >"$TB_DIR/rejoin.toml"
+    tb_bg "$prefix-primary" "$TB_DIR/rejoin.log" "$HOLDFAST_BIN" run --config "$TB_DIR/rejoin.toml"
+    ctl=${HOLDFASTCTL_BIN:-$(dirname "$HOLDFAST_BIN")/holdfastctl}
+    synced=0
+    for _ in $(seq 1 200); do
+      if "$ctl" --socket "$TB_DIR/rejoin.sock" --json status 2>/dev/null |
+        "$TB_PY" -c 'import json,sys; r = json.load(sys.stdin)["result"]; sys.exit(0 if r["epoch"] == 2 and r["stored_flows"] == int(sys.argv[1]) else 1)' "$conns" 2>/dev/null; then
+        synced=1
+        break
+      fi
+      sleep 0.05
+    done
+    kill -0 "$client_pid" 2>/dev/null || mid_transfer=0
+    # Killing the only box that holds the flows would only prove that a box without them resets them.
+    if [ "$synced" = 1 ]; then
+      kill -KILL "$standby_pid" 2>/dev/null || gone=standby
+    else
+      gone="rejoined box (it never held every flow, so the new primary was not killed)"
+    fi
+  fi
   if [ "$fault" = stop ]; then
     sleep "$(awk -v ms="$resume_after_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
     resume_ns=$(date +%s%N)
@@ -308,11 +360,34 @@ fi
 if [ -n "$standby_pid" ] && [ "$injected" = 1 ] && [ "$fault" != standby-kill ]; then
   # Give a woken primary a moment to hear the later epoch before its log is read.
   [ "$fault" = stop ] && sleep 0.5
-  if ! grep -q "took over from a dead primary" "$TB_DIR/standby.log"; then
+  if ! grep -Eq "took over( from a dead primary|: planned switchover)" "$TB_DIR/standby.log"; then
     verdict=fail
     failover="$failover; the standby never took over"
   fi
-  if [ "$fault" != kill ] && ! grep -q "stepping down" "$TB_DIR/primary.log"; then
+  if [ "$fault" = switchover ]; then
+    if [ "$switch_failed" = 1 ] || ! grep -q "took over: planned switchover" "$TB_DIR/standby.log"; then
+      verdict=fail
+      failover="$failover; the switchover failed: $(cat "$TB_DIR/switchover.json" "$TB_DIR/switchover.log" 2>/dev/null | tr '\n' ' ')"
+    fi
+    # Its run ends on its own, with status 0.
+    for _ in $(seq 1 50); do kill -0 "$primary_pid" 2>/dev/null || break; sleep 0.1; done
+    primary_rc=0
+    if kill -0 "$primary_pid" 2>/dev/null; then
+      primary_rc=running
+    else
+      wait "$primary_pid" 2>/dev/null || primary_rc=$?
+    fi
+    if [ "$primary_rc" != 0 ] || ! grep -q "switched over: the standby serves now" "$TB_DIR/primary.log"; then
+      verdict=fail
+      failover="$failover; the primary did not end switched over (exit status: $primary_rc)"
+    fi
+  elif [ "$fault" = kill-rejoin-kill ]; then
+    if ! grep -q "following the primary in its epoch" "$TB_DIR/rejoin.log" ||
+      ! grep -q "took over from a dead primary" "$TB_DIR/rejoin.log"; then
+      verdict=fail
+      failover="$failover; the rejoined box did not follow the new primary and take over from it"
+    fi
+  elif [ "$fault" != kill ] && ! grep -q "stepping down" "$TB_DIR/primary.log"; then
     verdict=fail
     failover="$failover; the primary never stepped down"
   fi

@@ -53,6 +53,8 @@ pub struct StandbyInfo {
     pub took_over: Option<TakeoverInfo>,
     /// Set when a takeover could not build the cores.
     pub failed: Option<String>,
+    /// The epoch the standby follows (0: the box's own, from its epoch file).
+    pub epoch: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +161,12 @@ impl BoxControl {
     /// Lets `set log_level` change the daemon's log level.
     pub fn with_log_control(mut self, f: LogLevelFn) -> Self {
         self.log = Some(f);
+        self
+    }
+
+    /// The epoch this box starts in (its epoch file's; 1 by default).
+    pub fn with_epoch(mut self, epoch: u32) -> Self {
+        self.epoch = epoch;
         self
     }
 
@@ -289,11 +297,12 @@ impl BoxControl {
         match &self.standby {
             Some(view) => {
                 let info = view.get();
+                let own = if info.epoch == 0 { self.epoch } else { info.epoch };
                 let (role, peer, epoch) = match (&info.took_over, &info.failed) {
                     (Some(t), _) => ("active", "down", t.epoch),
-                    (None, Some(_)) => ("failed", "down", self.epoch),
-                    (None, None) if info.heard_primary => ("standby", "up", self.epoch),
-                    (None, None) => ("standby", "joining", self.epoch),
+                    (None, Some(_)) => ("failed", "down", own),
+                    (None, None) if info.heard_primary => ("standby", "up", own),
+                    (None, None) => ("standby", "joining", own),
                 };
                 let mut v = json!({
                     "box": self.name,
@@ -751,8 +760,7 @@ impl ControlHandler for BoxControl {
             Request::Switchover(a) => match &self.switchover {
                 Some(f) => f(&a),
                 None => Err(CtlError::unavailable(
-                    "switchover is not supported yet: a planned move needs the standby to catch up live \
-                     (rejoin and progress records), which this build does not have; stop the primary to fail over",
+                    "switchover is not available here: only a primary replicating to a standby can hand over",
                 )),
             },
             Request::Drain(a) => self.drain(&a),
@@ -777,7 +785,9 @@ fn control_error(e: ControlError) -> CtlError {
         | ControlError::NoSuchBackend
         | ControlError::Pool(_) => CtlError::invalid_argument(e.to_string()),
         ControlError::NoSuchListener => CtlError::invalid_argument(format!("args.listener: {e}")),
-        ControlError::CaptureBusy | ControlError::Busy => CtlError::unavailable(e.to_string()),
+        ControlError::CaptureBusy | ControlError::Busy | ControlError::NotSynced => {
+            CtlError::unavailable(e.to_string())
+        }
         ControlError::WrongCore => CtlError::internal(e.to_string()),
     }
 }

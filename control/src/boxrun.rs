@@ -43,6 +43,8 @@ pub enum RunError {
     Stats(#[from] crate::stats::StatsError),
     #[error("stepped down: {0}")]
     SteppedDown(#[from] crate::watch::StepDown),
+    #[error("{0}")]
+    Epoch(#[from] crate::epoch::EpochError),
 }
 
 /// The control socket (and the metrics listener, if configured) of a running box; stopped on drop.
@@ -250,28 +252,43 @@ pub fn run_standby_on<P: Port + 'static>(
             .saturating_sub(rc.heartbeat_interval.saturating_mul(2))
             .max(Duration::from_micros(1)),
     };
-    let node = replication::node::StandbyNode::new(ch, det, Default::default(), 1, 1, repl, now)
+    let epoch_file = cfg.box_.epoch_file.as_deref();
+    let mut epoch = crate::epoch::load(epoch_file)?;
+    // A box that served or followed in a later epoch starts there: a primary still in an older one is
+    // stale, and this box must not follow it.
+    let node = replication::node::StandbyNode::new(ch, det, Default::default(), epoch, 1, repl, now)
         .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
     let mut standby = crate::pair::Standby::new(node, client, server, own_client_mac);
     let (tx_a, port_a) = control_channel();
     let (tx_b, port_b) = control_channel();
     let mut ports = Some((port_a, port_b));
     let view = Arc::new(crate::boxctl::StandbyView::default());
-    let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], Some(view.clone()))?);
+    let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], Some(view.clone()))?.with_epoch(epoch));
     let _control = start_control(cfg, ctl.clone())?;
     standby.set_probe_interval(rc.heartbeat_interval);
-    tracing::info!(box_name = %cfg.box_.name, "standby: watching the primary");
+    standby.prepare(clock.now(), &pc);
+    tracing::info!(box_name = %cfg.box_.name, epoch, "standby: watching the primary");
     let mut published = clock.now();
     while !stop.load(Ordering::Acquire) {
         let now = clock.now();
         let (work, next, takeover) = standby.step(now, &pc);
+        if let Some(e) = standby.node().map(|n| n.epoch()).filter(|e| *e > epoch) {
+            // Joined a primary serving in a later epoch (this box restarted after a takeover).
+            tracing::info!(epoch = e, "standby: following the primary in its epoch");
+            epoch = e;
+            persist_epoch(epoch_file, epoch);
+        }
         if let Some(t) = takeover {
             let took = clock.now().saturating_duration_since(t.at);
+            epoch = t.epoch;
+            persist_epoch(epoch_file, epoch);
             tracing::warn!(
                 flows = t.flows,
                 failed = t.failed_flows,
                 install_us = took.as_micros(),
-                "took over from a dead primary"
+                epoch = t.epoch,
+                "{}",
+                if t.planned { "took over: planned switchover" } else { "took over from a dead primary" }
             );
             ctl.record_takeover(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
             match (&mut standby, ports.take()) {
@@ -287,8 +304,7 @@ pub fn run_standby_on<P: Port + 'static>(
             }
             view.publish_now(|i| {
                 i.took_over = Some(crate::boxctl::TakeoverInfo {
-                    // The detector's verdict moves the epoch one past the primary's (1, above).
-                    epoch: 2,
+                    epoch: t.epoch,
                     flows: t.flows as u64,
                     failed_flows: t.failed_flows as u64,
                     duration_ns: u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
@@ -300,6 +316,7 @@ pub fn run_standby_on<P: Port + 'static>(
             if let crate::pair::Standby::Watching { node, .. } = &standby {
                 let (heard, flows, errors) = (node.has_heard_primary(), node.flows(), node.apply_errors());
                 view.publish(|i| {
+                    i.epoch = epoch;
                     i.heard_primary = heard;
                     i.stored_flows = flows as u64;
                     i.apply_errors = errors;
@@ -314,6 +331,14 @@ pub fn run_standby_on<P: Port + 'static>(
         }
     }
     Ok(())
+}
+
+/// Writes a new epoch; a box that cannot is logged loudly but keeps serving (it already moved on; the
+/// file only guards its next start).
+fn persist_epoch(path: Option<&Path>, epoch: u32) {
+    if let Err(e) = crate::epoch::store(path, epoch) {
+        tracing::error!("cannot persist epoch {epoch}: {e}");
+    }
 }
 
 /// Starts the box and runs until `stop` is set.
@@ -334,13 +359,20 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
             let mut replicator: Option<Box<dyn Replicator>> = None;
             let mut superseded = None;
             let mut grace = None;
+            let mut handover = None;
             if let (Some(repl_pc), Some(rc)) = (&cfg.ports.replication, &cfg.replication) {
                 // A standby is expected: every flow is replicated before its SYN-ACK.
                 let repl = ports.open("replication", repl_pc, &pool)?;
                 let ch = channel_config(cfg, 1, repl.info().mac.unwrap_or([2, 0, 0, 0, 1, 3]));
-                let link = replication::node::PrimaryLink::new(ch, 1, repl, clock.now())
+                let epoch = crate::epoch::load(cfg.box_.epoch_file.as_deref())?;
+                let link = replication::node::PrimaryLink::new(ch, epoch, repl, clock.now())
                     .map_err(|e| RunError::Unsupported(format!("replication: {e}")))?;
                 superseded = Some(link.superseded());
+                handover = Some(crate::switchover::Handover {
+                    flag: link.hand_over_flag(),
+                    superseded: link.superseded(),
+                    epoch,
+                });
                 // Step down on a dead data link within the standby's takeover delay (heartbeat silence).
                 grace = Some(rc.heartbeat_interval.saturating_mul(rc.miss_threshold));
                 replicator = Some(Box::new(link));
@@ -352,7 +384,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
                     watchdog.watch_carrier(name, ifname);
                 }
             }
-            run_primary_watched(cfg, clock, client, server, replicator, watchdog, &stop)
+            run_primary_watched(cfg, clock, client, server, replicator, handover, watchdog, &stop)
         }
         (c, s) => Err(RunError::Unsupported(format!(
             "ports: {}/{} — this build of `holdfast run` opens afpacket ports{}{} (mem ports are for \
@@ -377,17 +409,22 @@ pub fn run_primary<P: Port + Send + 'static>(
     stop: &AtomicBool,
 ) -> Result<(), RunError> {
     let watchdog = crate::watch::Watchdog::new(None, std::time::Duration::ZERO);
-    run_primary_watched(cfg, clock, client, server, replicator, watchdog, stop)
+    run_primary_watched(cfg, clock, client, server, replicator, None, watchdog, stop)
 }
 
 /// [`run_primary`], stepping down when `watchdog` says so: a later epoch took over, or a data link died
-/// while a standby stands ready to take over.
+/// while a standby stands ready to take over. With `handover` (the replicator's handles, see
+/// [`crate::switchover`]) the control socket's `switchover` moves service to the standby, and the run
+/// then ends with `Ok` ("switched over").
+// The box's parts, each passed once: a struct for them would only move the list elsewhere.
+#[allow(clippy::too_many_arguments)]
 pub fn run_primary_watched<P: Port + Send + 'static>(
     cfg: &Config,
     clock: MonotonicClock,
     client: P,
     server: P,
     replicator: Option<Box<dyn Replicator>>,
+    handover: Option<crate::switchover::Handover>,
     mut watchdog: crate::watch::Watchdog,
     stop: &AtomicBool,
 ) -> Result<(), RunError> {
@@ -419,7 +456,16 @@ pub fn run_primary_watched<P: Port + Send + 'static>(
     let (tx_b, port_b) = control_channel();
     a.attach_control(port_a);
     b.attach_control(port_b);
-    let ctl = Arc::new(box_control(cfg, clock, [tx_a, tx_b], None)?);
+    let switchover =
+        handover.map(|h| Arc::new(crate::switchover::Switchover::new([tx_a.clone(), tx_b.clone()], h)));
+    let mut bc = box_control(cfg, clock, [tx_a, tx_b], None)?;
+    if let Some(s) = &switchover {
+        bc = bc.with_epoch(s.epoch());
+    }
+    if let Some(s) = &switchover {
+        bc = bc.with_switchover(s.hook());
+    }
+    let ctl = Arc::new(bc);
     let control = start_control(cfg, ctl.clone())?;
     let ha = spawn_core(CoreSpec { name: "core-a".into(), pin: pin(0), mode }, clock, a)?;
     let hb = spawn_core(CoreSpec { name: "core-b".into(), pin: pin(1), mode }, clock, b)?;
@@ -430,6 +476,19 @@ pub fn run_primary_watched<P: Port + Send + 'static>(
         // Often enough that a stale primary waking from a stop goes quiet within a few ms.
         std::thread::sleep(std::time::Duration::from_millis(2));
         stepped_down = watchdog.check(std::time::Instant::now());
+        if let (Some(crate::watch::StepDown::Superseded(epoch)), Some(s)) = (&stepped_down, &switchover) {
+            if s.handing_over() {
+                // The standby took over because this box asked it to: wait (briefly) for the
+                // switchover request to see it and answer before the control socket closes.
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+                while s.switched_over().is_none() && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                tracing::warn!(box_name = %cfg.box_.name, epoch, "switched over: the standby serves now");
+                stepped_down = None;
+                break;
+            }
+        }
         if let Some(why) = &stepped_down {
             tracing::error!(box_name = %cfg.box_.name, "stepping down: {why}");
             break;

@@ -133,6 +133,8 @@ pub struct Takeover {
     pub held_bytes: usize,
     /// The epoch this box serves in from now on.
     pub epoch: u32,
+    /// A planned switchover (the primary asked, or [`Standby::switch_over`]), not a failure.
+    pub planned: bool,
 }
 
 impl<P: Port + Send + 'static> Standby<P> {
@@ -231,27 +233,34 @@ impl<P: Port + Send + 'static> Standby<P> {
                     .min(probe.outstanding.map_or(Instant::FAR_FUTURE, |t| t + probe.interval));
                 let mut done = None;
                 if let (Some(epoch), true) = (takeover, node.has_heard_primary()) {
-                    done = Some(self.take_over(now, cfg, epoch));
+                    let planned = node.handed_over();
+                    let mut t = self.take_over(now, cfg, epoch);
+                    t.planned = planned;
+                    done = Some(t);
                 }
                 (work > 0 || done.is_some(), next, done)
             }
         }
     }
 
-    /// Builds the cores around a watching standby's ports, once.
-    fn prepare(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) {
+    /// Builds the cores around a watching standby's ports, once; true when it did so now. A box calls it
+    /// before its first [`Standby::step`]: the build takes long (~200 ms for 100,000 flows), and a step
+    /// whose `now` was read before it feeds the detector a stale time that counts the whole build as the
+    /// primary's silence (a rejoining box took over a live primary that way).
+    pub fn prepare(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> bool {
         if !matches!(self, Standby::Watching { prepared: Prepared::Ports(..), .. }) {
-            return;
+            return false;
         }
         let old = std::mem::replace(self, Standby::Failed("preparing the cores".into()));
         let Standby::Watching { node, prepared: Prepared::Ports(client, server), probe } = old else {
             *self = old;
-            return;
+            return false;
         };
         *self = match Cores::new(cfg, client, server, now) {
             Ok(cores) => Standby::Watching { node, prepared: Prepared::Cores(cores), probe },
             Err(e) => Standby::Failed(e.to_string()),
         };
+        true
     }
 
     /// A planned switchover, standby side: takes over now, without waiting for the primary to fail (the
@@ -260,7 +269,9 @@ impl<P: Port + Send + 'static> Standby<P> {
     pub fn switch_over(&mut self, now: Instant, cfg: &Arc<ProxyConfig>) -> Option<Takeover> {
         let Standby::Watching { node, .. } = self else { return None };
         let epoch = node.take_over_now()?;
-        Some(self.take_over(now, cfg, epoch))
+        let mut t = self.take_over(now, cfg, epoch);
+        t.planned = true;
+        Some(t)
     }
 
     /// Installs every stored flow into the cores built on the standby's ports and claims the addresses. The

@@ -1,7 +1,7 @@
 //! Failover with real Linux peers: a primary and a standby `holdfast run` in network namespaces, Linux
 //! clients and servers streaming through the VIP, and a fault injected mid-transfer by
 //! scripts/failover.sh: kill -9 of the primary, its data links cut, a SIGSTOP (and the fencing of the box
-//! when it wakes), kill -9 of the standby; the checksummed stream tool, iperf3 and curl against nginx.
+//! when it wakes), kill -9 of the standby, a planned switchover, a rejoin between two kills; the checksummed stream tool, iperf3 and curl against nginx.
 //! Every run must end with 0 bytes lost, 0 duplicated and 0 connections reset.
 //!
 //! Root only: without root, or without the peers' packages, each test prints SKIP and passes. One at a
@@ -113,6 +113,38 @@ fn netns_failover_stopped_primary_is_fenced_when_it_wakes() {
     assert_took_over(&r, 4);
     assert_eq!(r["primary_stepped_down"], Value::Bool(true), "{r}");
     assert!(r["primary_step_down"].as_str().unwrap_or_default().contains("fenced"), "{r}");
+}
+
+/// A planned switchover mid-transfer (`holdfastctl switchover` on the primary): the standby takes over
+/// when the primary says it has everything, the primary's run ends "switched over" with status 0, and
+/// nothing is lost, duplicated or reset.
+#[test]
+fn netns_failover_planned_switchover() {
+    for (n, policy) in [(21, "backend"), (22, "replica")] {
+        let args = ["--fault", "switchover", "--policy", policy, "--mb", "40", "--fault-after-ms", "700"];
+        let Some((r, code, err)) = run(n, &format!("switchover/{policy}"), &args) else { return };
+        assert_stream(&r, code, &err, 40, 4);
+        assert_took_over(&r, 4);
+        assert_eq!(r["primary_switched_over"], Value::Bool(true), "{r}");
+        assert_eq!(r["primary_stepped_down"], Value::Bool(false), "{r}");
+        let reply = &r["switchover_reply"];
+        assert_eq!((reply["ok"].as_bool(), reply["result"]["epoch"].as_u64()), (Some(true), Some(2)), "{r}");
+    }
+}
+
+/// Rejoin: the primary is killed, the standby takes over, the dead box restarts as standby (its epoch
+/// file still says 1), follows the new primary's epoch 2 and receives every flow in the bulk copy; then
+/// the new primary is killed and the rejoined box takes over. One stream across both failures.
+#[test]
+fn netns_failover_kill_rejoin_kill() {
+    let args =
+        ["--fault", "kill-rejoin-kill", "--policy", "backend", "--mb", "200", "--fault-after-ms", "700"];
+    let Some((r, code, err)) = run(23, "kill, rejoin, kill/backend", &args) else { return };
+    assert_stream(&r, code, &err, 200, 4);
+    assert_took_over(&r, 4);
+    assert_eq!(r["rejoin_followed_epoch"], Value::Bool(true), "{r}");
+    assert_eq!(r["rejoin_took_over"], Value::Bool(true), "{r}");
+    assert_eq!(num(&r, &["rejoin_takeover_flows"]), 4, "{r}");
 }
 
 /// The standby dies: the primary carries on alone (degraded), and nothing is lost or reset.

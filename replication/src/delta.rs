@@ -224,6 +224,10 @@ pub mod hb_flags {
     /// The standby refused some state (a full store): its copy is not complete, so the primary must not
     /// count on it.
     pub const STORE_INCOMPLETE: u8 = 0x01;
+    /// A planned switchover: the primary has stopped taking frames in, the standby has confirmed all it
+    /// offered, and the standby is to take over now. Older standbys ignore the bit (and take over only
+    /// when the primary then falls silent).
+    pub const HAND_OVER: u8 = 0x02;
 }
 
 /// A heartbeat's content.

@@ -16,7 +16,7 @@ use dataplane::proxy::replicate::{FlowOpened, HalfState, RelayDir, ReplicateErro
 use dataplane::time::Instant;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 fn ip_u32(a: &SocketAddrV4) -> u32 {
@@ -108,6 +108,9 @@ pub struct PrimaryLink<P> {
     attached: bool,
     /// The highest epoch heard from a peer that took over from this box (0: none).
     superseded: Arc<AtomicU32>,
+    /// Set by the box for a planned switchover, once the standby has everything: the heartbeats then ask
+    /// the standby to take over now ([`crate::delta::hb_flags::HAND_OVER`]).
+    hand_over: Arc<AtomicBool>,
 }
 
 impl<P> std::fmt::Debug for PrimaryLink<P> {
@@ -132,6 +135,7 @@ impl<P: Port> PrimaryLink<P> {
             heartbeat_timeout,
             attached: false,
             superseded: Arc::new(AtomicU32::new(0)),
+            hand_over: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -232,6 +236,9 @@ impl<P: Port> Replicator for PrimaryLink<P> {
 
     fn poll(&mut self, now: Instant) -> usize {
         let mut work = 0;
+        let flags =
+            if self.hand_over.load(Ordering::Acquire) { crate::delta::hb_flags::HAND_OVER } else { 0 };
+        self.ch.set_status(Role::Primary, flags, 0);
         // Drain what queued up (bounded): a primary woken from a stop must hear the later epoch among the
         // hundreds of heartbeats in its ring on its first step, not after a burst of 64 per step.
         for _ in 0..16 {
@@ -282,6 +289,18 @@ impl<P> PrimaryLink<P> {
         self.superseded.clone()
     }
 
+    /// A planned switchover: set it once [`Replicator::is_synced`] holds with intake stopped, and the
+    /// next heartbeats tell the standby to take over now; clear it to call the switchover off. Shared,
+    /// so the box can set it after the link has moved into core A.
+    pub fn hand_over_flag(&self) -> Arc<AtomicBool> {
+        self.hand_over.clone()
+    }
+
+    /// The epoch this link speaks in.
+    pub fn epoch(&self) -> u32 {
+        self.ch.epoch()
+    }
+
     /// How long without the standby's heartbeats before it counts as gone.
     pub fn heartbeat_timeout(&self) -> dataplane::time::Duration {
         self.heartbeat_timeout
@@ -308,6 +327,8 @@ pub struct StandbyNode<P> {
     peer_box: u32,
     apply_errors: u64,
     heard_primary: bool,
+    handed_over: bool,
+    store_cfg: StoreConfig,
 }
 
 impl<P> std::fmt::Debug for StandbyNode<P> {
@@ -336,35 +357,68 @@ impl<P: Port> StandbyNode<P> {
             rx: Vec::new(),
             tx: Vec::new(),
             store: FlowStore::new(store_cfg),
+            store_cfg,
             detector,
             peer_box,
             apply_errors: 0,
             heard_primary: false,
+            handed_over: false,
         })
     }
 
     /// Runs the channel and the detector. Returns `Some(epoch)` when the primary is dead by both paths:
     /// the caller then takes over with [`StandbyNode::take_flows`].
     pub fn step(&mut self, now: Instant) -> (usize, Option<u32>) {
-        let mut work = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
-        while let Some(records) = self.ch.poll_deliver(now) {
-            for rec in records {
-                work += 1;
-                match rec {
-                    Ok(rec) => {
-                        if self.store.apply(&rec).is_err() {
-                            self.apply_errors += 1;
+        let mut work = 0;
+        // Drain what queued up (bounded), as the primary does: after a long pause (a box's first step
+        // builds its cores) a burst of 64 frames may hold only record frames, and the heartbeats behind
+        // them must count now, or the detector sees a silent primary that is alive.
+        for _ in 0..16 {
+            let w = pump(&mut self.ch, &mut self.port, &mut self.rx, &mut self.tx, now);
+            work += w;
+            while let Some(records) = self.ch.poll_deliver(now) {
+                for rec in records {
+                    work += 1;
+                    match rec {
+                        Ok(rec) => {
+                            if self.store.apply(&rec).is_err() {
+                                self.apply_errors += 1;
+                            }
                         }
+                        Err(_) => self.apply_errors += 1,
                     }
-                    Err(_) => self.apply_errors += 1,
                 }
+            }
+            if w < 64 {
+                break;
             }
         }
         let mut takeover = None;
         while let Some((at, hb)) = self.ch.poll_heartbeat() {
+            if hb.epoch > self.ch.epoch() && hb.role == Role::Primary && self.detector.role() == Role::Standby
+            {
+                // A primary serves in a later epoch: a restarted old primary that starts as standby, or
+                // a standby whose primary was superseded. What it stored belongs to an older epoch;
+                // join the later one on a fresh channel with an empty store (the primary then sends the
+                // bulk copy).
+                if self.adopt_epoch(now, hb.epoch).is_err() {
+                    continue;
+                }
+            }
             self.heard_primary = true;
             if let Some(Event::TakeOver { epoch }) = self.detector.on_heartbeat(at, self.peer_box, &hb) {
                 takeover = Some(epoch);
+            }
+            if hb.epoch == self.ch.epoch()
+                && hb.role == Role::Primary
+                && hb.flags & crate::delta::hb_flags::HAND_OVER != 0
+                && takeover.is_none()
+            {
+                // The primary stopped intake and saw everything it offered confirmed: take over now.
+                if let Some(Event::TakeOver { epoch }) = self.detector.take_over_now() {
+                    self.handed_over = true;
+                    takeover = Some(epoch);
+                }
             }
         }
         self.ch.set_status(Role::Standby, 0, self.store.stats().flows as u32);
@@ -375,6 +429,29 @@ impl<P: Port> StandbyNode<P> {
             }
         }
         (work, takeover)
+    }
+
+    /// Joins a primary's later epoch: a fresh channel, detector and store in it.
+    fn adopt_epoch(&mut self, now: Instant, epoch: u32) -> Result<(), NodeError> {
+        let ch_cfg = *self.ch.config();
+        let mut ch = Channel::new(ch_cfg, epoch, now)?;
+        ch.set_status(Role::Standby, 0, 0);
+        let detector = Detector::new(*self.detector.config(), ch_cfg.box_id, Role::Standby, epoch, now)?;
+        self.ch = ch;
+        self.detector = detector;
+        self.store = FlowStore::new(self.store_cfg);
+        self.rx.clear();
+        Ok(())
+    }
+
+    /// The epoch this standby follows (a later one than it started in once it adopted a primary's).
+    pub fn epoch(&self) -> u32 {
+        self.ch.epoch()
+    }
+
+    /// Whether the last takeover was a planned switchover the primary asked for (not a failure).
+    pub fn handed_over(&self) -> bool {
+        self.handed_over
     }
 
     /// Whether a primary's heartbeat ever arrived. A standby that never heard one holds no state worth

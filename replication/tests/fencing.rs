@@ -53,3 +53,46 @@ fn peers_in_the_same_epoch_fence_nobody() {
     assert_eq!(b.superseded().load(Ordering::Acquire), 0);
     assert!(a.standby_attached(), "heartbeats in the same epoch attach");
 }
+
+/// A standby that starts in an older epoch (a restarted old primary) follows a primary in a later one;
+/// the primary's `HAND_OVER` flag then makes it take over at once, one epoch further, as a planned move.
+#[test]
+fn a_standby_follows_a_later_epoch_and_takes_over_when_handed_over() {
+    use replication::detector::DetectorConfig;
+    use replication::node::StandbyNode;
+    let pool = Pool::new(1024, Pool::DEFAULT_BUF_SIZE, Pool::DEFAULT_HEADROOM).expect("pool");
+    let (pa, pb, _ctl) = link(&pool, &MemConfig::new("repl", 9));
+    let mut now = Instant::ZERO;
+    let mut primary = PrimaryLink::new(cfg(2), 2, pa, now).expect("link");
+    // Slow failure detection: nothing in this test may look like a dead primary.
+    let det = DetectorConfig {
+        heartbeat_interval: Duration::from_millis(1),
+        miss_threshold: 1000,
+        lan_timeout: Duration::from_secs(10),
+        isolation_timeout: Duration::from_millis(500),
+    };
+    let mut standby = StandbyNode::new(cfg(1), det, Default::default(), 1, 2, pb, now).expect("node");
+    let mut took = None;
+    for _ in 0..50 {
+        primary.poll(now);
+        took = took.or(standby.step(now).1);
+        now += Duration::from_millis(1);
+    }
+    assert_eq!(took, None, "a live primary is followed, not taken over from");
+    assert_eq!(standby.epoch(), 2, "the standby joined the primary's epoch");
+    assert!(standby.has_heard_primary());
+    assert!(primary.standby_attached(), "and the primary hears it in its own epoch");
+    assert_eq!(primary.superseded().load(Ordering::Acquire), 0);
+    assert!(!standby.handed_over());
+    primary.hand_over_flag().store(true, Ordering::Release);
+    for _ in 0..50 {
+        primary.poll(now);
+        took = took.or(standby.step(now).1);
+        now += Duration::from_millis(1);
+        if took.is_some() {
+            break;
+        }
+    }
+    assert_eq!(took, Some(3), "handed over: the standby takes over in the next epoch");
+    assert!(standby.handed_over());
+}

@@ -254,7 +254,12 @@ fn main() -> ExitCode {
         eprintln!("holdfastctl: {}", e.message);
         return ExitCode::from(EXIT_USAGE);
     }
-    let timeout = Duration::from_millis(cli.timeout);
+    let mut timeout = Duration::from_millis(cli.timeout);
+    if let Request::Switchover(a) = &request {
+        // The box answers when the switchover is done or called off: wait for that, and a little more.
+        let wait = a.timeout_ms.map_or(control::switchover::DEFAULT_TIMEOUT, Duration::from_millis);
+        timeout = timeout.max(wait + Duration::from_secs(2));
+    }
     let reply = match Client::connect(&cli.socket, timeout).and_then(|mut c| c.call(&request)) {
         Ok(r) => r,
         Err(e) => {

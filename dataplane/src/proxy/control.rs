@@ -124,6 +124,12 @@ pub enum Command {
     Drain { listener: Option<u16> },
     /// Copy the next `count` received frames, cut to `snaplen` bytes, into `sink`.
     Capture { count: u32, snaplen: u32, sink: Sender<CapturedFrame> },
+    /// A planned switchover: stop taking frames in (core A also offers every flow's progress now), or take
+    /// them in again when the switchover is called off (both cores).
+    Intake { stop: bool },
+    /// Whether the standby confirmed everything core A offered: `Done(Ok)` when synced, else
+    /// [`ControlError::NotSynced`] (core A).
+    Synced,
 }
 
 /// A core's answer.
@@ -157,6 +163,8 @@ pub enum ControlError {
     CaptureBusy,
     #[error("the core has too many requests waiting for a walk of its flow table; try again")]
     Busy,
+    #[error("the standby has not yet confirmed everything offered to it")]
+    NotSynced,
 }
 
 /// Per-listener counters that the control port keeps for core A.

@@ -26,11 +26,11 @@ impl<P: Port> ClientCore<P> {
         let mut n = 0;
         while self.ctl.scan.is_none() {
             let Some(req) = self.ctl.deferred.pop_front() else { break };
-            self.take_request(req);
+            self.take_request(now, req);
         }
         while let Some(req) = self.ctl.next_request(n) {
             n += 1;
-            self.take_request(req);
+            self.take_request(now, req);
         }
         if self.ctl.scan.is_some() {
             self.scan_step(now);
@@ -39,7 +39,7 @@ impl<P: Port> ClientCore<P> {
         n
     }
 
-    fn take_request(&mut self, req: CoreRequest) {
+    fn take_request(&mut self, now: Instant, req: CoreRequest) {
         let answer = match &req.command {
             Command::Snapshot | Command::Flows { .. } => return self.begin_scan(req),
             Command::Samples => Answer::Samples {
@@ -56,6 +56,17 @@ impl<P: Port> ClientCore<P> {
             Command::Drain { listener } => Answer::Done(self.ctl.drain(*listener)),
             Command::Capture { count, snaplen, sink } => {
                 Answer::Done(self.io.capture.start(*count, *snaplen, sink.clone()))
+            }
+            Command::Intake { stop: true } => {
+                self.stop_intake(now);
+                Answer::Done(Ok(()))
+            }
+            Command::Intake { stop: false } => {
+                self.intake_stopped = false;
+                Answer::Done(Ok(()))
+            }
+            Command::Synced => {
+                Answer::Done(if self.replication_synced() { Ok(()) } else { Err(ControlError::NotSynced) })
             }
         };
         req.answer(answer);

@@ -34,6 +34,10 @@ impl<P: Port> ServerCore<P> {
                     Answer::Done(self.io.capture.start(*count, *snaplen, sink.clone()))
                 }
                 Command::Flow { id } => Answer::ServerHalf(self.server_half(*id).map(Box::new)),
+                Command::Intake { stop } => {
+                    self.intake_stopped = *stop;
+                    Answer::Done(Ok(()))
+                }
                 _ => Answer::Done(Err(ControlError::WrongCore)),
             };
             req.answer(answer);
