@@ -32,12 +32,14 @@ fn assert_closes(seed: u64, policy: AckPolicy) {
 #[test]
 fn backend_fin_lost_with_the_primary_is_fetched_again_under_policy_backend() {
     // Each left the standby's server half in FIN-WAIT-2 and the backend in LAST-ACK before the fix.
-    for seed in [5, 17, 45] {
+    for seed in [17, 20, 45] {
         assert_closes(seed, AckPolicy::Backend);
     }
 }
 
 #[test]
 fn backend_fin_lost_with_the_primary_is_fetched_again_under_policy_replica() {
-    assert_closes(45, AckPolicy::Replica);
+    for seed in [65, 264] {
+        assert_closes(seed, AckPolicy::Replica);
+    }
 }
