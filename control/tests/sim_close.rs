@@ -22,7 +22,10 @@ fn sweep_scenario(seed: u64, policy: AckPolicy) -> Scenario {
 }
 
 fn assert_closes(seed: u64, policy: AckPolicy) {
-    let r = run(&sweep_scenario(seed, policy), |_| {}).unwrap();
+    let r = match run(&sweep_scenario(seed, policy), |_| {}) {
+        Ok(r) => r,
+        Err(e) => panic!("seed {seed}: the simulation did not start: {e}"),
+    };
     assert!(r.failover && r.flows_taken_over > 0, "seed {seed}: no takeover: {r:?}");
     assert_eq!(r.connections_complete, r.connections, "seed {seed}: a close never finished: {r:?}");
     assert_eq!((r.bytes_lost, r.bytes_duplicated, r.connections_reset), (0, 0, 0), "seed {seed}: {r:?}");
