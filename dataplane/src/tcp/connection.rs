@@ -622,7 +622,9 @@ impl Connection {
     /// retransmission timer on every ACK that does not cover the FIN). The first ACK advertises one
     /// window unit less, which ends any run at the peer (a duplicate carries the same window, RFC 5681
     /// §2 (e)); the next restores the window, and three duplicates follow it. The first ACK usually
-    /// also moves the peer's SND.UNA (the dead box had acknowledged less).
+    /// also moves the peer's SND.UNA (the dead box had acknowledged less). Exactly three, no more: a
+    /// smoltcp 0.12 peer in LAST-ACK cancels the retransmission the third one started on any ACK that
+    /// follows it before it sends (measured: seven in a run fix fewer sweep seeds than five).
     pub(crate) fn request_fast_retransmit(&mut self) {
         self.dupacks_to_send = 5;
         self.dupack_run_break = true;
