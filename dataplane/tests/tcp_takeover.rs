@@ -59,20 +59,24 @@ fn restore_from_current_state_carries_on() {
     });
     let (saved, bytes) = snapshot(&mut h);
     take_over(&mut h, &cfg, &saved, &bytes);
-    // The first segments of the restored engine are three duplicate ACKs.
+    // The first segments of the restored engine are a fresh run of duplicate ACKs: one advertising a
+    // window unit less (it ends any run the dead box started at the peer), then four alike.
     let mut frame = vec![0u8; 2048];
-    let mut dup = 0;
-    for _ in 0..3 {
+    let mut acks = Vec::new();
+    for _ in 0..5 {
         let t = h.eng.poll_transmit(h.now, &mut frame).unwrap();
         if t.payload_len == 0 && t.repr.flags == TcpFlags::ACK {
-            dup += 1;
+            acks.push((t.repr.ack, t.repr.window));
         }
         // Hand them to the peer like any other segment.
         h.checker.check(&h.eng, &t.repr);
         let b = support::emit(&t.repr, &[], h.opts);
         h.to_peer.send(h.now, b);
     }
-    assert_eq!(dup, 3, "restore announces itself with three duplicate ACKs");
+    assert_eq!(acks.len(), 5, "restore announces itself with a run of pure ACKs: {acks:?}");
+    let (ack, win) = acks[1];
+    assert_eq!(acks[0], (ack, win - 1), "{acks:?}");
+    assert!(acks[1..].iter().all(|&a| a == (ack, win)), "{acks:?}");
     h.run_until(Duration::from_secs(120), |h| h.transfers_done());
 }
 

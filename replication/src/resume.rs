@@ -75,6 +75,18 @@ fn seq_min_of(a: u32, b: u32) -> u32 {
     }
 }
 
+/// A half whose FIN follows the bytes it is handed, and whose progress shows the dead box sent that FIN:
+/// SND.MAX moves past it. The peer already took the FIN, so it finds any segment of ours with a sequence
+/// number below it old, and drops it unread (RFC 9293 §3.10.7.4): the takeover's duplicate ACKs, which
+/// ask the peer for what it sent the dead box — its own FIN, typically — would all be lost on it.
+fn note_fin_sent(s: &mut SavedConnection, handed: u32, p: Option<&HalfProgress>) {
+    let Some(p) = p else { return };
+    let fin_seq = s.snd_una.wrapping_add(handed);
+    if s.fin_queued && p.snd_nxt == fin_seq.wrapping_add(1) && seq_lt(s.snd_nxt, p.snd_nxt) {
+        s.snd_nxt = p.snd_nxt;
+    }
+}
+
 /// The held bytes of `dir` from `from` on, as one contiguous run (a gap ends it).
 fn held_from(f: &StoredFlow, dir: Direction, from: u32) -> Vec<u8> {
     let mut out = Vec::new();
@@ -173,11 +185,16 @@ pub fn resume(f: &StoredFlow) -> Result<Resumed, ResumeError> {
     let s2c_end = offset(client.iss.wrapping_add(1), client.snd_una).wrapping_add(len32(client_send.len()));
     let edge = server.irs.wrapping_add(1).wrapping_add(s2c_end);
     set_rcv_edge(&mut server, edge, s_wnd);
-    for (half, bytes) in [(&mut client, &client_send), (&mut server, &server_send)] {
+    let progress = f.progress.as_ref();
+    for (half, bytes, p) in [
+        (&mut client, &client_send, progress.map(|p| &p.0)),
+        (&mut server, &server_send, progress.map(|p| &p.1)),
+    ] {
         if !bytes.is_empty() && !half.fin_queued {
             // The engine sends what it is handed as new data from SND.UNA.
             half.snd_nxt = half.snd_una;
         }
+        note_fin_sent(half, len32(bytes.len()), p);
     }
     Ok(Resumed { client, server, client_mac, client_send, server_send, advanced })
 }
@@ -317,6 +334,36 @@ mod tests {
         assert_eq!(r.client.rcv_nxt, C_IRS + 1 + 950);
         assert_eq!(r.server.rcv_nxt, S_IRS + 1 + 330);
         assert_eq!(r.server.snd_nxt, r.server.snd_una);
+    }
+
+    #[test]
+    fn a_fin_the_dead_box_sent_moves_snd_max_past_it() {
+        // The server half was saved closing (its FIN queued behind 800 client bytes, all acknowledged
+        // since); the progress record shows the FIN went out, unacknowledged.
+        let fin_seq = S_ISS.wrapping_add(1 + 800);
+        let mut f = flow(None, Default::default());
+        let mut s = half(S_ISS, S_IRS);
+        (s.state, s.fin_queued, s.snd_una, s.snd_nxt) = (State::FinWait1, true, fin_seq, fin_seq);
+        f.server_half.clear();
+        s.encode(&mut f.server_half);
+        let pc = progress(C_ISS + 1, C_IRS + 1 + 800, 50);
+        let ps = HalfProgress { snd_nxt: fin_seq.wrapping_add(1), ..progress(fin_seq, S_IRS + 1, 400) };
+        f.progress = Some((pc, ps));
+        let r = resume(&f).unwrap();
+        assert_eq!(r.server.state, State::FinWait1);
+        assert_eq!((r.server.snd_una, r.server.snd_nxt), (fin_seq, fin_seq.wrapping_add(1)));
+        // The client half had no FIN queued: its progress's snd_nxt (bytes it sent) is not taken.
+        assert_eq!(r.client.snd_nxt, r.client.snd_una);
+        // A progress record from before the FIN left changes nothing.
+        let ps = HalfProgress { snd_nxt: fin_seq, ..ps };
+        f.progress = Some((pc, ps));
+        let r = resume(&f).unwrap();
+        assert_eq!((r.server.snd_una, r.server.snd_nxt), (fin_seq, fin_seq));
+        // Nor does one whose SND.MAX is past bytes the half does not hold (they were data, not the FIN).
+        let ps = HalfProgress { snd_nxt: fin_seq.wrapping_add(2), ..ps };
+        f.progress = Some((pc, ps));
+        let r = resume(&f).unwrap();
+        assert_eq!((r.server.snd_una, r.server.snd_nxt), (fin_seq, fin_seq));
     }
 
     #[test]

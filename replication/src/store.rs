@@ -340,7 +340,11 @@ impl FlowStore {
     /// Hands out every flow for a takeover, leaving the store empty.
     pub fn drain_for_takeover(&mut self) -> impl Iterator<Item = StoredFlow> + '_ {
         self.data_bytes = 0;
-        self.flows.drain().map(|(_, f)| f)
+        // By flow id, not in the map's (per-process random) order: the restored flows then get the same
+        // ids and the same timers on every run, and a simulated takeover replays from its seed.
+        let mut flows: Vec<StoredFlow> = self.flows.drain().map(|(_, f)| f).collect();
+        flows.sort_unstable_by_key(|f| f.id);
+        flows.into_iter()
     }
 
     /// The store as a stream of records for a rejoining standby: SnapshotBegin, then per flow (by id)

@@ -231,6 +231,11 @@ impl Connection {
             repr.seq = self.snd_max;
         }
         self.fill_ack(now, &mut repr);
+        if self.dupack_run_break && self.dupacks_to_send > 0 {
+            // One unit less for one ACK: it ends the peer's run of duplicates (see request_fast_retransmit).
+            self.dupack_run_break = false;
+            repr.window = repr.window.saturating_sub(1);
+        }
         Some(Transmit { repr, payload_len: 0 })
     }
 

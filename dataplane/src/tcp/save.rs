@@ -311,7 +311,7 @@ impl Connection {
             _ => {
                 c.resync = true;
                 c.resync_until = now + cfg.resync_window;
-                c.dupacks_to_send = 3;
+                c.request_fast_retransmit();
                 if c.snd_una != c.snd_max {
                     c.rto_deadline = Some(now + c.rtt.rto());
                 }
