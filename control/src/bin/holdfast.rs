@@ -228,7 +228,8 @@ pub fn sweep_scenario(seed: u64, policy: AckPolicy) -> Scenario {
             // the new primary dies too: the rejoined box must hold every flow.
             sc.crash_primary_at = Some(at);
             sc.rejoin_after = Some(Duration::from_micros(2_000 + (seed.wrapping_mul(6_151)) % 8_000));
-            sc.second_crash_at = Some(at + Duration::from_micros(15_000 + (seed.wrapping_mul(3_571)) % 30_000));
+            sc.second_crash_at =
+                Some(at + Duration::from_micros(15_000 + (seed.wrapping_mul(3_571)) % 30_000));
         }
         8 => sc.crash_standby_at = Some(at),
         9 => {

@@ -636,6 +636,22 @@ impl<P: Port> ServerCore<P> {
                         let mut server_half = Vec::with_capacity(crate::tcp::SAVED_LEN);
                         f.conn.save().encode(&mut server_half);
                         self.outbox.push_back(ToClient::Saved { client_flow: f.client_flow, server_half });
+                        let (seq, bytes) = super::replicate::owed_bytes(&f.conn, &f.c2s_backlog);
+                        let offset = offset_at(f.conn.iss().wrapping_add(1), seq, f.c2s_next);
+                        // What the backend was acknowledged, or may be without asking anyone again.
+                        let s2c_acked = if f.conn.state().is_synchronized() {
+                            offset_at(f.conn.irs().wrapping_add(1), f.conn.ack_sent(), f.s2c_sent)
+                                .max(f.s2c_stored)
+                        } else {
+                            0
+                        };
+                        self.outbox.push_back(ToClient::Owed {
+                            client_flow: f.client_flow,
+                            seq,
+                            offset,
+                            bytes,
+                            s2c_acked,
+                        });
                     }
                     None => self.stats.stale_messages += 1,
                 }
