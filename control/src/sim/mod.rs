@@ -710,6 +710,11 @@ fn note_standby_copy(
     node: &replication::node::StandbyNode<MemPort>,
     clients: &[ClientHost<MemPort>],
 ) {
+    // A rejoined box's store mid-way through its bulk copy holds only part of the owed bytes: until the
+    // copy ends they are on the primary alone (which took them over), and the last complete record stands.
+    if matches!(node.store().snapshot_state(), replication::store::SnapshotState::Loading { .. }) {
+        return;
+    }
     for f in node.store().flows() {
         let host = f.key.client_ip.wrapping_sub(u32::from(Ipv4Addr::new(198, 18, 1, 10)));
         let Ok(host) = usize::try_from(host) else { continue };
