@@ -577,6 +577,9 @@ pub fn run(sc: &Scenario, mut progress: impl FnMut(&str)) -> Result<Report, SimE
         if let Some(pair::Standby::Active(c)) = &standby {
             eprint!("standby:\n{}{}", c.a.debug_flows(), c.b.debug_flows());
         }
+        if let Some(pair::Standby::Active(c)) = &rejoined {
+            eprint!("rejoined:\n{}{}", c.a.debug_flows(), c.b.debug_flows());
+        }
         for c in clients.iter() {
             for conn in &c.conns {
                 let s = c.host.sockets.get::<smoltcp::socket::tcp::Socket>(conn.handle);
