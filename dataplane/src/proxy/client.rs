@@ -140,8 +140,8 @@ struct ClientFlow {
     /// the bytes in flight before it joined).
     rejoined: bool,
     /// For the bulk copy: core B's `ToClient::Owed` (seq, stream offset, bytes owed the backend, how far
-    /// the backend may hold an ACK).
-    owed_c2s: Option<(u32, u64, Vec<u8>, u64)>,
+    /// the backend may hold an ACK, and the backend's bytes core B had not relayed yet with their offset).
+    owed_c2s: Option<(u32, u64, Vec<u8>, u64, (u64, Vec<u8>))>,
     /// The bulk copy's data records still to offer after the flow's FlowOpened; the flow counts in
     /// `snapshot_pending` until they all went out (`copying`).
     copy_out: Vec<CopyOut>,
@@ -855,11 +855,11 @@ impl<P: Port> ClientCore<P> {
                     self.mark(id);
                 }
             }
-            ToClient::Owed { client_flow, seq, offset, bytes, s2c_acked } => {
+            ToClient::Owed { client_flow, seq, offset, bytes, s2c_acked, s2c_from, s2c_unrelayed } => {
                 let id = FlowId::from_u64(client_flow);
                 if let Some(f) = self.flows.get_mut(id) {
                     if f.resave {
-                        f.owed_c2s = Some((seq, offset, bytes, s2c_acked));
+                        f.owed_c2s = Some((seq, offset, bytes, s2c_acked, (s2c_from, s2c_unrelayed)));
                         self.mark(id);
                     }
                 }
@@ -1120,7 +1120,7 @@ impl<P: Port> ClientCore<P> {
                     // anyone again) an ACK for them: only this box has them, and the flow's record alone
                     // does not carry them. Bytes above that edge the sender still has.
                     let synced = conn.state().is_synchronized();
-                    if let Some((seq, offset, mut bytes, s2c_acked)) = f.owed_c2s.take() {
+                    if let Some((seq, offset, mut bytes, s2c_acked, unrelayed)) = f.owed_c2s.take() {
                         let acked = if synced {
                             offset_at(conn.irs().wrapping_add(1), conn.ack_sent(), f.c2s_sent)
                                 .max(f.c2s_stored)
@@ -1131,6 +1131,12 @@ impl<P: Port> ClientCore<P> {
                         f.copy_out.push(CopyOut { dir: RelayDir::ClientToServer, seq, bytes, sent: 0 });
                         let (seq, mut bytes) = super::replicate::owed_bytes(conn, &f.s2c_backlog);
                         let offset = offset_at(conn.iss().wrapping_add(1), seq, f.s2c_next);
+                        // Core B's unrelayed bytes continue the run (what it relayed since came here).
+                        let end = offset + bytes.len() as u64;
+                        if let Some(skip) = end.checked_sub(unrelayed.0) {
+                            let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+                            bytes.extend_from_slice(unrelayed.1.get(skip..).unwrap_or(&[]));
+                        }
                         let keep = if synced { s2c_acked.saturating_sub(offset) } else { 0 };
                         bytes.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
                         f.copy_out.push(CopyOut { dir: RelayDir::ServerToClient, seq, bytes, sent: 0 });

@@ -645,12 +645,19 @@ impl<P: Port> ServerCore<P> {
                         } else {
                             0
                         };
+                        // The backend may hold an ACK for bytes still in the receive buffer, too.
+                        let (head, tail) = f.conn.recv_peek();
+                        let mut s2c_unrelayed = Vec::with_capacity(head.len() + tail.len());
+                        s2c_unrelayed.extend_from_slice(head);
+                        s2c_unrelayed.extend_from_slice(tail);
                         self.outbox.push_back(ToClient::Owed {
                             client_flow: f.client_flow,
                             seq,
                             offset,
                             bytes,
                             s2c_acked,
+                            s2c_from: f.s2c_sent,
+                            s2c_unrelayed,
                         });
                     }
                     None => self.stats.stale_messages += 1,
