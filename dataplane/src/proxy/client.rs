@@ -141,7 +141,7 @@ struct ClientFlow {
     rejoined: bool,
     /// For the bulk copy: core B's `ToClient::Owed` (seq, stream offset, bytes owed the backend, how far
     /// the backend may hold an ACK, and the backend's bytes core B had not relayed yet with their offset).
-    owed_c2s: Option<(u32, u64, Vec<u8>, u64, (u64, Vec<u8>))>,
+    owed_c2s: Option<OwedCopy>,
     /// The bulk copy's data records still to offer after the flow's FlowOpened; the flow counts in
     /// `snapshot_pending` until they all went out (`copying`).
     copy_out: Vec<CopyOut>,
@@ -150,6 +150,16 @@ struct ClientFlow {
     repl_blocked: bool,
     dirty: bool,
     timer: Instant,
+}
+
+/// Core B's `ToClient::Owed`, kept until the flow's FlowOpened for the bulk copy went out.
+struct OwedCopy {
+    seq: u32,
+    offset: u64,
+    bytes: Vec<u8>,
+    s2c_acked: u64,
+    s2c_from: u64,
+    s2c_unrelayed: Vec<u8>,
 }
 
 /// Bytes a bulk copy sends a standby that joined: ones a peer may hold an acknowledgment for while they
@@ -859,7 +869,8 @@ impl<P: Port> ClientCore<P> {
                 let id = FlowId::from_u64(client_flow);
                 if let Some(f) = self.flows.get_mut(id) {
                     if f.resave {
-                        f.owed_c2s = Some((seq, offset, bytes, s2c_acked, (s2c_from, s2c_unrelayed)));
+                        f.owed_c2s =
+                            Some(OwedCopy { seq, offset, bytes, s2c_acked, s2c_from, s2c_unrelayed });
                         self.mark(id);
                     }
                 }
@@ -1120,7 +1131,8 @@ impl<P: Port> ClientCore<P> {
                     // anyone again) an ACK for them: only this box has them, and the flow's record alone
                     // does not carry them. Bytes above that edge the sender still has.
                     let synced = conn.state().is_synchronized();
-                    if let Some((seq, offset, mut bytes, s2c_acked, unrelayed)) = f.owed_c2s.take() {
+                    if let Some(owed) = f.owed_c2s.take() {
+                        let OwedCopy { seq, offset, mut bytes, s2c_acked, s2c_from, s2c_unrelayed } = owed;
                         let acked = if synced {
                             offset_at(conn.irs().wrapping_add(1), conn.ack_sent(), f.c2s_sent)
                                 .max(f.c2s_stored)
@@ -1133,9 +1145,9 @@ impl<P: Port> ClientCore<P> {
                         let offset = offset_at(conn.iss().wrapping_add(1), seq, f.s2c_next);
                         // Core B's unrelayed bytes continue the run (what it relayed since came here).
                         let end = offset + bytes.len() as u64;
-                        if let Some(skip) = end.checked_sub(unrelayed.0) {
+                        if let Some(skip) = end.checked_sub(s2c_from) {
                             let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-                            bytes.extend_from_slice(unrelayed.1.get(skip..).unwrap_or(&[]));
+                            bytes.extend_from_slice(s2c_unrelayed.get(skip..).unwrap_or(&[]));
                         }
                         let keep = if synced { s2c_acked.saturating_sub(offset) } else { 0 };
                         bytes.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
