@@ -139,10 +139,38 @@ struct ClientFlow {
     /// Copied to a standby that joined mid-flow: it stays under the backend gate (the new standby never saw
     /// the bytes in flight before it joined).
     rejoined: bool,
+    /// For the bulk copy: core B's `ToClient::Owed` (seq, stream offset, bytes owed the backend, how far
+    /// the backend may hold an ACK, and the backend's bytes core B had not relayed yet with their offset).
+    owed_c2s: Option<OwedCopy>,
+    /// The bulk copy's data records still to offer after the flow's FlowOpened; the flow counts in
+    /// `snapshot_pending` until they all went out (`copying`).
+    copy_out: Vec<CopyOut>,
+    copying: bool,
     /// The channel refused this flow's record (back-pressure): it is serviced again when room comes.
     repl_blocked: bool,
     dirty: bool,
     timer: Instant,
+}
+
+/// Core B's `ToClient::Owed`, kept until the flow's FlowOpened for the bulk copy went out.
+struct OwedCopy {
+    seq: u32,
+    offset: u64,
+    bytes: Vec<u8>,
+    s2c_acked: u64,
+    s2c_from: u64,
+    s2c_unrelayed: Vec<u8>,
+}
+
+/// Bytes a bulk copy sends a standby that joined: ones a peer may hold an acknowledgment for while they
+/// exist only in this box (after a takeover handed them over, or under policy `replica`).
+struct CopyOut {
+    dir: RelayDir,
+    /// Sequence number of `bytes[0]` in the space of the half that transmits them.
+    seq: u32,
+    bytes: Vec<u8>,
+    /// How many were offered so far.
+    sent: usize,
 }
 
 /// Where a flow stands with the standby.
@@ -386,6 +414,9 @@ impl<P: Port> ClientCore<P> {
             replica_data: false,
             resave: false,
             rejoined: false,
+            owed_c2s: None,
+            copy_out: Vec::new(),
+            copying: false,
             repl_blocked: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
@@ -654,6 +685,9 @@ impl<P: Port> ClientCore<P> {
             replica_data: false,
             resave: false,
             rejoined: false,
+            owed_c2s: None,
+            copy_out: Vec::new(),
+            copying: false,
             repl_blocked: false,
             dirty: false,
             timer: Instant::FAR_FUTURE,
@@ -829,6 +863,16 @@ impl<P: Port> ClientCore<P> {
                     f.saved_server = server_half;
                     f.server_changed = true;
                     self.mark(id);
+                }
+            }
+            ToClient::Owed { client_flow, seq, offset, bytes, s2c_acked, s2c_from, s2c_unrelayed } => {
+                let id = FlowId::from_u64(client_flow);
+                if let Some(f) = self.flows.get_mut(id) {
+                    if f.resave {
+                        f.owed_c2s =
+                            Some(OwedCopy { seq, offset, bytes, s2c_acked, s2c_from, s2c_unrelayed });
+                        self.mark(id);
+                    }
                 }
             }
             ToClient::Progress { client_flow, server } => {
@@ -1047,7 +1091,10 @@ impl<P: Port> ClientCore<P> {
             && (!f.standby_established || fin_changed)
             && conn.state().is_synchronized();
         // A bulk copy for a standby that joined: the flow as it is now, once core B sent its half as it is.
-        let resave_ready = f.resave && f.server_changed && matches!(self.snapshot, Some((_, true, _)));
+        let resave_ready = f.resave
+            && f.server_changed
+            && f.owed_c2s.is_some()
+            && matches!(self.snapshot, Some((_, true, _)));
         if let (true, Some(r)) =
             (f.standby == Standby::ToOffer || established_pending || resave_ready, self.replicator.as_mut())
         {
@@ -1080,7 +1127,33 @@ impl<P: Port> ClientCore<P> {
                     f.standby_established = conn.state().is_synchronized();
                     f.fins_saved = fins;
                     f.server_changed = false;
-                    self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
+                    // Then the bytes owed either way whose sender holds (or may get, without asking
+                    // anyone again) an ACK for them: only this box has them, and the flow's record alone
+                    // does not carry them. Bytes above that edge the sender still has.
+                    let synced = conn.state().is_synchronized();
+                    if let Some(owed) = f.owed_c2s.take() {
+                        let OwedCopy { seq, offset, mut bytes, s2c_acked, s2c_from, s2c_unrelayed } = owed;
+                        let acked = if synced {
+                            offset_at(conn.irs().wrapping_add(1), conn.ack_sent(), f.c2s_sent)
+                                .max(f.c2s_stored)
+                        } else {
+                            0
+                        };
+                        bytes.truncate(usize::try_from(acked.saturating_sub(offset)).unwrap_or(usize::MAX));
+                        f.copy_out.push(CopyOut { dir: RelayDir::ClientToServer, seq, bytes, sent: 0 });
+                        let (seq, mut bytes) = super::replicate::owed_bytes(conn, &f.s2c_backlog);
+                        let offset = offset_at(conn.iss().wrapping_add(1), seq, f.s2c_next);
+                        // Core B's unrelayed bytes continue the run (what it relayed since came here).
+                        let end = offset + bytes.len() as u64;
+                        if let Some(skip) = end.checked_sub(s2c_from) {
+                            let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+                            bytes.extend_from_slice(s2c_unrelayed.get(skip..).unwrap_or(&[]));
+                        }
+                        let keep = if synced { s2c_acked.saturating_sub(offset) } else { 0 };
+                        bytes.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+                        f.copy_out.push(CopyOut { dir: RelayDir::ServerToClient, seq, bytes, sent: 0 });
+                    }
+                    f.copying = true;
                 }
                 Ok(()) if established_pending => {
                     f.standby_established = true;
@@ -1105,6 +1178,44 @@ impl<P: Port> ClientCore<P> {
                         self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
                     }
                 }
+            }
+        }
+
+        // The bulk copy's bytes, in order, after the flow's record; back-pressure holds the copy open.
+        if f.copying {
+            let attached = self.replicator.as_ref().is_some_and(|r| r.standby_attached());
+            if let (true, Some(r)) = (attached, self.replicator.as_mut()) {
+                while let Some(c) = f.copy_out.first_mut() {
+                    let rest = c.bytes.get(c.sent..).unwrap_or(&[]);
+                    let piece = rest.get(..rest.len().min(MAX_CHUNK)).unwrap_or(&[]);
+                    if piece.is_empty() {
+                        f.copy_out.remove(0);
+                        continue;
+                    }
+                    let seq = c.seq.wrapping_add(u32::try_from(c.sent).unwrap_or(0));
+                    // End 0: these confirmations move no gate (the flow stays under the backend's).
+                    match r.data(now, id.to_u64(), c.dir, seq, 0, piece) {
+                        Ok(()) => c.sent += piece.len(),
+                        Err(ReplicateError::Busy) => {
+                            if !f.repl_blocked {
+                                f.repl_blocked = true;
+                                self.repl_blocked.push(id);
+                            }
+                            break;
+                        }
+                        Err(ReplicateError::Unprotectable) => {
+                            self.stats.unprotected += 1;
+                            f.copy_out.clear();
+                        }
+                    }
+                }
+            } else {
+                // The standby left: the copy it was getting is moot.
+                f.copy_out.clear();
+            }
+            if f.copy_out.is_empty() {
+                f.copying = false;
+                self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
             }
         }
 
@@ -1224,7 +1335,7 @@ impl<P: Port> ClientCore<P> {
         let (bytes_in, bytes_out) =
             f.conn().map_or((0, 0), |c| (c.counters().bytes_in, c.counters().bytes_out));
         self.ctl.count_closed(f.listener, bytes_in, bytes_out);
-        if f.resave {
+        if f.resave || f.copying {
             self.snapshot_pending = self.snapshot_pending.saturating_sub(1);
         }
         if matches!(f.standby, Standby::Waiting | Standby::Confirmed) {
@@ -1268,6 +1379,7 @@ impl<P: Port> ClientCore<P> {
             if let Some(f) = self.flows.get_mut(id) {
                 f.resave = true;
                 f.server_changed = false;
+                f.owed_c2s = None;
                 self.outbox.push_back(ToServer::Save { server });
             }
         }

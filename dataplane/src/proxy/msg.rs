@@ -66,6 +66,20 @@ pub enum ToClient {
     Abort { client_flow: u64 },
     /// The server half's engine after a FIN went either way, for the standby (`SavedConnection::encode`).
     Saved { client_flow: u64, server_half: Vec<u8> },
+    /// After `Saved` for a `ToServer::Save`: the bytes the server half still owes the backend (its send
+    /// buffer from SND.UNA, then what waits to enter it), from sequence number `seq` in its space (stream
+    /// offset `offset`); and how far the backend may hold an acknowledgment of its stream (`s2c_acked`, a
+    /// stream offset), with the backend's bytes received but not yet relayed (`s2c_unrelayed`, from stream
+    /// offset `s2c_from`). A standby that joined must get the owed bytes their sender holds an ACK for.
+    Owed {
+        client_flow: u64,
+        seq: u32,
+        offset: u64,
+        bytes: Vec<u8>,
+        s2c_acked: u64,
+        s2c_from: u64,
+        s2c_unrelayed: Vec<u8>,
+    },
     /// The server half's progress, for the standby's records. Sent before an `Acked` it covers, so core A
     /// never records a client edge beyond what the server half it records had acknowledged.
     Progress { client_flow: u64, server: super::replicate::HalfState },

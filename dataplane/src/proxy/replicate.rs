@@ -139,3 +139,30 @@ pub trait Replicator: Send {
     /// Whether a standby is attached and keeping up (heartbeats flow both ways).
     fn standby_attached(&self) -> bool;
 }
+
+/// The bytes a half still owes its peer, as one run: its send buffer from SND.UNA on (sent but not
+/// acknowledged, then not yet sent), then `backlog` (relayed bytes not yet in the engine). Returns the
+/// sequence number of the first one, in `conn`'s space, and the bytes.
+///
+/// A bulk copy for a standby that joined sends these as data records: after a takeover (or under policy
+/// `replica`) their sender may already have its acknowledgment, so they exist only in this box.
+pub(crate) fn owed_bytes(conn: &Connection, backlog: &super::chunk::Backlog) -> (u32, Vec<u8>) {
+    // Until the SYN is acknowledged the buffer starts after it.
+    let start = if conn.snd_una() == conn.iss() { conn.iss().wrapping_add(1) } else { conn.snd_una() };
+    let queued = conn.send_queue_len();
+    let mut bytes = vec![0u8; queued];
+    let copied = conn.send_buffered(0, &mut bytes);
+    bytes.truncate(copied);
+    if copied == queued {
+        let mut skip = 0;
+        loop {
+            let piece = backlog.piece_at(skip);
+            if piece.is_empty() {
+                break;
+            }
+            bytes.extend_from_slice(piece);
+            skip += piece.len();
+        }
+    }
+    (start, bytes)
+}

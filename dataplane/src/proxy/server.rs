@@ -636,6 +636,29 @@ impl<P: Port> ServerCore<P> {
                         let mut server_half = Vec::with_capacity(crate::tcp::SAVED_LEN);
                         f.conn.save().encode(&mut server_half);
                         self.outbox.push_back(ToClient::Saved { client_flow: f.client_flow, server_half });
+                        let (seq, bytes) = super::replicate::owed_bytes(&f.conn, &f.c2s_backlog);
+                        let offset = offset_at(f.conn.iss().wrapping_add(1), seq, f.c2s_next);
+                        // What the backend was acknowledged, or may be without asking anyone again.
+                        let s2c_acked = if f.conn.state().is_synchronized() {
+                            offset_at(f.conn.irs().wrapping_add(1), f.conn.ack_sent(), f.s2c_sent)
+                                .max(f.s2c_stored)
+                        } else {
+                            0
+                        };
+                        // The backend may hold an ACK for bytes still in the receive buffer, too.
+                        let (head, tail) = f.conn.recv_peek();
+                        let mut s2c_unrelayed = Vec::with_capacity(head.len() + tail.len());
+                        s2c_unrelayed.extend_from_slice(head);
+                        s2c_unrelayed.extend_from_slice(tail);
+                        self.outbox.push_back(ToClient::Owed {
+                            client_flow: f.client_flow,
+                            seq,
+                            offset,
+                            bytes,
+                            s2c_acked,
+                            s2c_from: f.s2c_sent,
+                            s2c_unrelayed,
+                        });
                     }
                     None => self.stats.stale_messages += 1,
                 }
