@@ -209,10 +209,12 @@ fn print_report(r: &Report) {
 }
 
 /// The scenario of one sweep seed: two client hosts with two connections each, 200 kB both ways, 1 % loss
-/// on every link (the replication link too), and a fault somewhere in the first 21 ms. Eight seeds in ten
-/// kill the primary (the standby must take over); seeds ending in 8 kill the standby (the primary must
-/// carry on, degraded, losing nothing); seeds ending in 9 cut the replication link for 5 to 500 ms (neither
-/// box died, so the standby must not take over: invariant 4).
+/// on every link (the replication link too), and a fault somewhere in the first 21 ms. Six seeds in ten
+/// kill the primary (the standby must take over); seeds ending in 6 run a planned switchover; seeds ending
+/// in 7 kill the primary, bring the dead box back as the new standby and then kill the new primary; seeds
+/// ending in 8 kill the standby (the primary must carry on, degraded, losing nothing); seeds ending in 9
+/// cut the replication link for 5 to 500 ms (neither box died, so the standby must not take over:
+/// invariant 4).
 pub fn sweep_scenario(seed: u64, policy: AckPolicy) -> Scenario {
     use dataplane::time::Duration;
     let mut sc = Scenario::demo(seed, policy);
