@@ -271,6 +271,26 @@ pub struct EngineState {
     pub counters: Counters,
 }
 
+impl EngineState {
+    /// One engine's state as the control socket shows it.
+    pub fn of(c: &crate::tcp::Connection) -> EngineState {
+        EngineState {
+            state: c.state(),
+            iss: c.iss(),
+            irs: c.irs(),
+            snd_una: c.snd_una(),
+            snd_max: c.snd_max(),
+            snd_wnd: c.snd_wnd(),
+            rcv_nxt: c.rcv_nxt(),
+            ack_sent: c.ack_sent(),
+            ack_limit: c.ack_limit(),
+            recv_available: c.recv_available(),
+            send_queue: c.send_queue_len(),
+            counters: *c.counters(),
+        }
+    }
+}
+
 /// One flow's full state on core A: the client half, the relay and where the standby stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowDetail {

@@ -220,20 +220,7 @@ impl<P: Port> ClientCore<P> {
         let id = FlowId::from_u64(id);
         let f = self.flows.get(id)?;
         let key = self.flows.key(id)?;
-        let engine = f.conn().map(|c| EngineState {
-            state: c.state(),
-            iss: c.iss(),
-            irs: c.irs(),
-            snd_una: c.snd_una(),
-            snd_max: c.snd_max(),
-            snd_wnd: c.snd_wnd(),
-            rcv_nxt: c.rcv_nxt(),
-            ack_sent: c.ack_sent(),
-            ack_limit: c.ack_limit(),
-            recv_available: c.recv_available(),
-            send_queue: c.send_queue_len(),
-            counters: *c.counters(),
-        });
+        let engine = f.conn().map(EngineState::of);
         Some(FlowDetail {
             summary: self.summary(id, key.client, key.vip, f),
             engine,
